@@ -1,0 +1,48 @@
+"""`make bench`: a fresh benchmark database and a real server, then every bench/bench_*.py.
+
+`make bench ARGS=tenancy` runs only bench_tenancy.py. Figures are printed, never asserted.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.harness import BenchContext  # noqa: E402
+from config.database import app_db_user, replace_credentials  # noqa: E402
+from tests.support import configure_environment, create_fresh_database, start_server  # noqa: E402
+
+BENCH_DATABASE = "fhirserver_bench"
+BENCH_TENANT = "bench"
+
+
+def main(selected: list[str]) -> None:
+    configure_environment(BENCH_DATABASE)
+    create_fresh_database(BENCH_DATABASE, {BENCH_TENANT: "Bench Clinic"})
+    server = start_server(Path(tempfile.mkdtemp()) / "server.log", workers=2)
+    owner = os.environ["DATABASE_URL"]
+    context = BenchContext(
+        server_url=server.url,
+        owner_url=owner,
+        runtime_url=replace_credentials(owner, app_db_user(), os.environ["APP_DB_PASSWORD"]),
+        tenant=BENCH_TENANT,
+    )
+    try:
+        for path in sorted((ROOT / "bench").glob("bench_*.py")):
+            name = path.stem.removeprefix("bench_")
+            if selected and name not in selected:
+                continue
+            print(f"\n== {name}")
+            importlib.import_module(f"bench.{path.stem}").run(context)
+    finally:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,126 @@
+"""Reading configuration from the environment, and the development defaults kept in `.data/`.
+
+Production sets every variable explicitly. A developer's checkout gets `.data/dev.env`, written
+once by `make run` / `make manage` (see `ensure_dev_env`), so that `manage.py` run by hand uses
+exactly the secrets and database the running server uses. Variables already in the environment
+always win over the file.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import secrets
+from pathlib import Path
+
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+DEV_ENV_NAME = "dev.env"
+SIGNING_KEY_NAME = "smart_signing_key.pem"
+
+
+def data_dir() -> Path:
+    """The git-ignored folder for local state: dev secrets, the embedded database, exports."""
+    return Path(os.environ.get("FHIR_DATA_DIR", BASE_DIR / ".data")).resolve()
+
+
+def env_str(name: str, default: str | None = None) -> str | None:
+    value = os.environ.get(name)
+    return value if value not in (None, "") else default
+
+
+def env_bool(name: str, default: bool = False) -> bool:
+    value = env_str(name)
+    if value is None:
+        return default
+    lowered = value.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise ImproperlyConfigured(f"{name} must be a boolean (1/0, true/false), got {value!r}")
+
+
+def env_list(name: str, default: list[str]) -> list[str]:
+    value = env_str(name)
+    if value is None:
+        return default
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def load_dev_env(folder: Path) -> None:
+    """Put the KEY=VALUE lines of `<folder>/dev.env` into os.environ, never overriding."""
+    path = folder / DEV_ENV_NAME
+    if not path.exists():
+        return
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, value = line.split("=", 1)
+        os.environ.setdefault(key.strip(), value.strip())
+
+
+def ensure_dev_env(folder: Path) -> Path:
+    """Write development secrets into `<folder>/dev.env` once; later calls reuse them.
+
+    The SMART signing key is generated into its own PEM file next to it, also only once:
+    regenerating it would silently invalidate every token already issued.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    key_path = folder / SIGNING_KEY_NAME
+    if not key_path.exists():
+        _write_private(key_path, new_rsa_private_key_pem())
+    path = folder / DEV_ENV_NAME
+    if not path.exists():
+        values = {
+            "DEBUG": "1",
+            "AUTH_MODE": "standalone",
+            "SECRET_KEY": secrets.token_urlsafe(50),
+            "PHI_MASTER_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
+            "APP_DB_PASSWORD": secrets.token_urlsafe(24),
+            "DEMO_PASSWORD": secrets.token_urlsafe(12),
+            "SMART_SIGNING_KEY_FILE": str(key_path),
+        }
+        body = "# Development settings written by `make run`; git-ignored. Delete to regenerate.\n"
+        body += "".join(f"{key}={value}\n" for key, value in values.items())
+        _write_private(path, body.encode())
+    return path
+
+
+def _write_private(path: Path, content: bytes) -> None:
+    """Create a file readable by its owner only; fail rather than overwrite a concurrent writer."""
+    tmp = path.with_suffix(path.suffix + f".{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(content)
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        pass
+    finally:
+        tmp.unlink()
+
+
+def new_rsa_private_key_pem() -> bytes:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def decode_phi_master_key(value: str) -> bytes:
+    """The PHI master key is 32 random bytes, base64-encoded (AES-256 needs exactly 32)."""
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except ValueError as exc:
+        raise ImproperlyConfigured("PHI_MASTER_KEY is not valid base64") from exc
+    if len(raw) != 32:
+        raise ImproperlyConfigured(f"PHI_MASTER_KEY must decode to 32 bytes, got {len(raw)}")
+    return raw

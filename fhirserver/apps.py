@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class FhirServerConfig(AppConfig):
+    name = "fhirserver"
+    verbose_name = "FHIR server"

@@ -1,0 +1,20 @@
+#!/usr/bin/env python
+"""Django's command-line utility. Schema-changing commands connect as the database owner role,
+all others as the runtime role (config/database.py)."""
+
+import os
+import sys
+
+
+def main() -> None:
+    from config.database import role_for_command
+
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    os.environ.setdefault("DB_ROLE", role_for_command(sys.argv))
+    from django.core.management import execute_from_command_line
+
+    execute_from_command_line(sys.argv)
+
+
+if __name__ == "__main__":
+    main()

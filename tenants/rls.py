@@ -1,0 +1,110 @@
+"""Row-level security: the second wall behind per-tenant schemas.
+
+Every table in a tenant schema gets a `tenant_key` column (defaulting to the session's tenant)
+and a FORCEd policy that shows and accepts a row only when both the row's key and the session
+setting `app.current_tenant` equal that schema's name. So a query that reaches the wrong schema
+(a wrong search_path, a hard-coded schema name, a bug) sees no rows and cannot write any.
+The runtime role is granted data access only: it owns nothing and cannot change policies.
+
+Installed after every migration of a schema (post_migrate), so tables added by later
+migrations are covered too. Everything here is idempotent.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from django.conf import settings
+from django.db import connections
+from django_tenants.utils import get_public_schema_name
+from psycopg import sql
+
+from tenants.postgresql_backend.base import RLS_SETTING
+
+logger = logging.getLogger(__name__)
+
+TENANT_KEY_COLUMN = "tenant_key"
+POLICY_NAME = "tenant_isolation"
+# Bookkeeping tables the runtime role may read but that hold no tenant data.
+UNPOLICED_TABLES = frozenset({"django_migrations"})
+
+
+def secure_migrated_schema(sender, using: str = "default", **kwargs) -> None:
+    """post_migrate receiver: police the schema just migrated and grant the runtime role."""
+    connection = connections[using]
+    schema = connection.schema_name
+    with connection.cursor() as cursor:
+        if schema != get_public_schema_name():
+            install_policies(cursor, schema)
+        if runtime_role_exists(cursor):
+            grant_runtime_access(cursor, schema)
+        else:
+            logger.warning("runtime role %s does not exist yet; run setup_database", settings.APP_DB_USER)
+
+
+def tenant_tables(cursor, schema: str) -> list[str]:
+    cursor.execute(
+        "SELECT table_name FROM information_schema.tables "
+        "WHERE table_schema = %s AND table_type = 'BASE TABLE' ORDER BY table_name",
+        [schema],
+    )
+    return [name for (name,) in cursor.fetchall() if name not in UNPOLICED_TABLES]
+
+
+def install_policies(cursor, schema: str) -> None:
+    condition = sql.SQL("{column} = {key} AND current_setting({setting}, true) = {key}").format(
+        column=sql.Identifier(TENANT_KEY_COLUMN),
+        key=sql.Literal(schema),
+        setting=sql.Literal(RLS_SETTING),
+    )
+    for table in tenant_tables(cursor, schema):
+        target = sql.Identifier(schema, table)
+        statements = [
+            sql.SQL(
+                "ALTER TABLE {t} ADD COLUMN IF NOT EXISTS {column} text NOT NULL "
+                "DEFAULT current_setting({setting})"
+            ),
+            sql.SQL("ALTER TABLE {t} ENABLE ROW LEVEL SECURITY"),
+            sql.SQL("ALTER TABLE {t} FORCE ROW LEVEL SECURITY"),
+            sql.SQL("DROP POLICY IF EXISTS {policy} ON {t}"),
+            sql.SQL("CREATE POLICY {policy} ON {t} USING ({cond}) WITH CHECK ({cond})"),
+        ]
+        for statement in statements:
+            execute(
+                cursor,
+                statement.format(
+                    t=target,
+                    column=sql.Identifier(TENANT_KEY_COLUMN),
+                    setting=sql.Literal(RLS_SETTING),
+                    policy=sql.Identifier(POLICY_NAME),
+                    cond=condition,
+                ),
+            )
+
+
+def runtime_role_exists(cursor) -> bool:
+    cursor.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [settings.APP_DB_USER])
+    return cursor.fetchone() is not None
+
+
+def grant_runtime_access(cursor, schema: str) -> None:
+    """Data access for the runtime role: read/write rows, never DDL, never migration records."""
+    params = {"schema": sql.Identifier(schema), "role": sql.Identifier(settings.APP_DB_USER)}
+    statements = [
+        "GRANT USAGE ON SCHEMA {schema} TO {role}",
+        "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {schema} TO {role}",
+        "GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA {schema} TO {role}",
+    ]
+    for statement in statements:
+        execute(cursor, sql.SQL(statement).format(**params))
+    execute(
+        cursor,
+        sql.SQL("REVOKE INSERT, UPDATE, DELETE ON TABLE {table} FROM {role}").format(
+            table=sql.Identifier(schema, "django_migrations"), role=params["role"]
+        ),
+    )
+
+
+def execute(cursor, statement: sql.Composable) -> None:
+    """Run a composed statement on a Django cursor (rendered, since Django's wrapper wants str)."""
+    cursor.execute(statement.as_string())

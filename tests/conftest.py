@@ -1,0 +1,74 @@
+"""Shared fixtures: a fresh test database set up by the real commands, and a real HTTP server.
+
+The database is created once per run and prepared by `manage.py setup_database` and
+`manage.py create_tenant`, exactly as an operator would. Tests talk to it as the runtime role
+(the Django connection and `runtime_db`), as the owner (`owner_db`), and over HTTP to a gunicorn
+serving the project (`server`). Tests commit what they write and use unique ids, so they do not
+depend on each other.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import httpx
+import psycopg
+import pytest
+from django.db import connection
+
+from config.database import app_db_user, replace_credentials
+from tests.database_plugin import TEST_DATABASE
+from tests.support import create_fresh_database, start_server
+
+TENANTS = {"alpha": "Alpha Clinic", "beta": "Beta Hospital"}
+
+
+def owner_url() -> str:
+    return os.environ["DATABASE_URL"]
+
+
+def runtime_url() -> str:
+    return replace_credentials(owner_url(), app_db_user(), os.environ["APP_DB_PASSWORD"])
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_blocker):
+    create_fresh_database(TEST_DATABASE, TENANTS)
+
+
+@pytest.fixture(autouse=True)
+def _database_access(django_db_setup, django_db_blocker):
+    with django_db_blocker.unblock():
+        yield
+        connection.set_schema_to_public()
+
+
+@pytest.fixture
+def owner_db():
+    with psycopg.connect(owner_url(), autocommit=True) as conn:
+        yield conn
+
+
+@pytest.fixture
+def runtime_db():
+    with psycopg.connect(runtime_url(), autocommit=True) as conn:
+        yield conn
+
+
+@pytest.fixture
+def unique_slug() -> str:
+    return "t" + uuid.uuid4().hex[:10]
+
+
+@pytest.fixture(scope="session")
+def server(django_db_setup, tmp_path_factory):
+    running = start_server(tmp_path_factory.mktemp("server") / "server.log")
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def http(server):
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        yield client

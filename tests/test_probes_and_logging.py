@@ -1,0 +1,43 @@
+"""/healthz, /readyz, request ids and structured logs, over real HTTP."""
+
+import json
+
+
+def test_healthz_and_readyz(http):
+    assert http.get("/healthz").json() == {"status": "ok"}
+    ready = http.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json() == {"status": "ready"}
+
+
+def log_entries(server, request_id: str) -> list[dict]:
+    entries = []
+    for line in server.log_lines():
+        entry = json.loads(line)  # every line is JSON, gunicorn's own included
+        if entry.get("request_id") == request_id:
+            entries.append(entry)
+    return entries
+
+
+def test_request_id_is_honoured_echoed_and_logged(http, server):
+    response = http.get("/t/alpha/admin/login/", headers={"X-Request-ID": "trace-123.abc"})
+    assert response.headers["x-request-id"] == "trace-123.abc"
+    (entry,) = log_entries(server, "trace-123.abc")
+    assert entry["tenant"] == "alpha"
+    assert entry["status"] == 200
+    assert entry["path"] == "/t/alpha/admin/login/"
+
+
+def test_request_id_is_generated_when_missing_or_unsafe(http, server):
+    generated = http.get("/healthz").headers["x-request-id"]
+    assert len(generated) == 32
+    replaced = http.get("/healthz", headers={"X-Request-ID": "bad id\twith spaces"}).headers["x-request-id"]
+    assert replaced != "bad id\twith spaces" and len(replaced) == 32
+    assert log_entries(server, replaced)
+
+
+def test_query_strings_are_never_logged(http, server):
+    response = http.get("/t/alpha/fhir/Patient?name=Zyxwvutsrq&birthdate=1970-01-01")
+    rid = response.headers["x-request-id"]
+    assert log_entries(server, rid)
+    assert "Zyxwvutsrq" not in server.log_path.read_text()

@@ -1,0 +1,36 @@
+"""The server refuses to start with missing or unsafe configuration when DEBUG is off."""
+
+import base64
+
+import pytest
+
+from tests.support import manage_command
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"SECRET_KEY": ""}, "SECRET_KEY is not set"),
+        ({"PHI_MASTER_KEY": ""}, "PHI_MASTER_KEY is not set"),
+        ({"PHI_MASTER_KEY": base64.b64encode(b"short").decode()}, "must decode to 32 bytes"),
+        ({"PHI_MASTER_KEY": "not base64!"}, "not valid base64"),
+        ({"SMART_SIGNING_KEY_FILE": ""}, "SMART_SIGNING_KEY"),
+        ({"AUTH_MODE": "development"}, "refused unless DEBUG"),
+        ({"AUTH_MODE": "nonsense"}, "AUTH_MODE must be one of"),
+        ({"DEBUG": "maybe"}, "DEBUG must be a boolean"),
+    ],
+)
+def test_misconfiguration_refuses_to_start(overrides, message):
+    result = manage_command("check", env={"DEBUG": "0", **overrides})
+    assert result.returncode != 0
+    assert message in result.stderr
+
+
+def test_development_auth_mode_is_accepted_with_debug():
+    result = manage_command("check", env={"DEBUG": "1", "AUTH_MODE": "development"})
+    assert result.returncode == 0, result.stderr
+
+
+def test_valid_configuration_passes_checks():
+    result = manage_command("check", "--deploy", "--fail-level", "ERROR")
+    assert result.returncode == 0, result.stderr
