@@ -2,6 +2,11 @@
 
 import json
 
+from psycopg import sql
+
+from tenants.migration_status import unmigrated_schemas
+from tests.support import manage_command
+
 
 def test_healthz_and_readyz(http):
     assert http.get("/healthz").json() == {"status": "ok"}
@@ -41,3 +46,15 @@ def test_query_strings_are_never_logged(http, server):
     rid = response.headers["x-request-id"]
     assert log_entries(server, rid)
     assert "Zyxwvutsrq" not in server.log_path.read_text()
+
+
+def test_a_schema_missing_a_migration_is_reported(owner_db, unique_slug):
+    assert manage_command("create_tenant", unique_slug).returncode == 0
+    assert unique_slug not in unmigrated_schemas()
+    owner_db.execute(
+        sql.SQL("DELETE FROM {} WHERE app = 'fhirserver'").format(
+            sql.Identifier(unique_slug, "django_migrations")
+        )
+    )
+    assert unmigrated_schemas() == [unique_slug]
+    assert manage_command("delete_tenant", unique_slug, "--yes").returncode == 0
