@@ -5,8 +5,10 @@ DATABASE_URL when set, else the one on 127.0.0.1:5432 when it answers, else an e
 .data/test-postgres; the suite gets a fresh database on it (tests/conftest.py).
 """
 
+import os
+
 from tests.support import configure_environment
 
-TEST_DATABASE = "fhirserver_test"
+TEST_DATABASE = os.environ.get("TEST_DATABASE_NAME", "fhirserver_test")
 
 configure_environment(TEST_DATABASE)
