@@ -71,6 +71,8 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 TENANT_MODEL = "tenants.Tenant"
 TENANT_DOMAIN_MODEL = "tenants.Domain"
 TENANT_PATH_PREFIX = "t"
+# Set search_path (and with it app.current_tenant) once per connection and tenant, not per cursor.
+TENANT_LIMIT_SET_CALLS = True
 
 SHARED_APPS = [
     "tenants",  # first, so its create_tenant/delete_tenant commands replace django-tenants' own
@@ -97,10 +99,12 @@ INSTALLED_APPS = SHARED_APPS + [app for app in TENANT_APPS if app not in SHARED_
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "django.middleware.gzip.GZipMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "audit.middleware.RequestIdMiddleware",
     "audit.middleware.AccessLogMiddleware",
     "tenants.middleware.TenantMiddleware",
+    "smart_auth.middleware.AuthContextMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -153,6 +157,15 @@ CSRF_COOKIE_SECURE = not DEBUG
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if env_bool("BEHIND_TLS_PROXY") else None
+
+# --- FHIR API ------------------------------------------------------------------------------
+FHIR_SERVER_VERSION = "0.1.0"
+FHIR_SERVER_RELEASE_DATE = "2026-11-21"
+FHIR_PAGE_SIZE = int(env_str("FHIR_PAGE_SIZE", "50"))
+FHIR_MAX_PAGE_SIZE = int(env_str("FHIR_MAX_PAGE_SIZE", "1000"))
+FHIR_CONDITIONAL_DELETE_MAX = int(env_str("FHIR_CONDITIONAL_DELETE_MAX", "100"))
+# Request bodies are read whole; the largest Synthea transaction is 60 MB.
+DATA_UPLOAD_MAX_MEMORY_SIZE = int(env_str("FHIR_MAX_BODY_MB", "128")) * 1024 * 1024
 
 REST_FRAMEWORK = {
     "UNAUTHENTICATED_USER": None,

@@ -22,6 +22,17 @@ def operation_outcome(
     return {"resourceType": "OperationOutcome", "issue": [issue]}
 
 
+def outcome_from_issues(issues) -> dict:
+    """An OperationOutcome of several issues (objects with code, diagnostics, expression, severity)."""
+    rendered = []
+    for issue in issues:
+        entry = {"severity": issue.severity, "code": issue.code, "diagnostics": issue.diagnostics}
+        if issue.expression:
+            entry["expression"] = [issue.expression]
+        rendered.append(entry)
+    return {"resourceType": "OperationOutcome", "issue": rendered}
+
+
 def outcome_response(status: int, code: str, diagnostics: str, **kwargs) -> HttpResponse:
     body = orjson.dumps(operation_outcome(code, diagnostics, **kwargs))
     return HttpResponse(body, status=status, content_type=FHIR_JSON)

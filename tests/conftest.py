@@ -68,6 +68,24 @@ def server(django_db_setup, tmp_path_factory):
     running.stop()
 
 
+# Until SMART authorization lands, the FHIR API is open only in AUTH_MODE=development.
+DEVELOPMENT_AUTH = {"DEBUG": "1", "AUTH_MODE": "development"}
+
+
+@pytest.fixture(scope="session")
+def fhir_server(django_db_setup, tmp_path_factory):
+    running = start_server(tmp_path_factory.mktemp("fhir-server") / "server.log", env=DEVELOPMENT_AUTH)
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def fhir(fhir_server):
+    """An HTTP client on tenant alpha's FHIR base."""
+    with httpx.Client(base_url=fhir_server.url + "/t/alpha/fhir", timeout=60) as client:
+        yield client
+
+
 @pytest.fixture
 def http(server):
     with httpx.Client(base_url=server.url, timeout=30) as client:

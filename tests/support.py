@@ -129,14 +129,14 @@ class RunningServer:
         self.process.wait(timeout=30)
 
 
-def start_server(log_path: Path, workers: int = 2) -> RunningServer:
+def start_server(log_path: Path, workers: int = 2, env: dict | None = None) -> RunningServer:
     """gunicorn serving the project on a free port, as the runtime role."""
     port = free_port()
     with open(log_path, "w") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "-c", "config/gunicorn.py", "config.wsgi"],
             cwd=BASE_DIR,
-            env={**os.environ, "PORT": str(port), "WEB_CONCURRENCY": str(workers)},
+            env={**os.environ, "PORT": str(port), "WEB_CONCURRENCY": str(workers), **(env or {})},
             stdout=log,
             stderr=subprocess.STDOUT,
         )

@@ -1,0 +1,82 @@
+"""Bundles in responses (history, searchset, transaction-response). Stored resources are spliced
+into the JSON as stored text, never parsed, unless the response needs another format."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+
+import orjson
+from django.http import HttpRequest, HttpResponse
+
+from fhirserver.api.negotiation import CONTENT_TYPES, JSON, fhir_response, response_format, wants_shaping
+from fhirserver.storage.repository import format_instant, now
+
+
+@dataclass
+class Entry:
+    full_url: str | None = None
+    resource: str | dict | None = None  # stored JSON text, or a dict built here
+    fields: dict = field(default_factory=dict)  # search, request, response
+
+
+def bundle_response(
+    request: HttpRequest,
+    bundle_type: str,
+    entries: list[Entry],
+    total: int | None = None,
+    links: list[tuple[str, str]] = (),
+    status: int = 200,
+) -> HttpResponse:
+    header: dict = {
+        "resourceType": "Bundle",
+        "id": str(uuid.uuid4()),
+        "meta": {"lastUpdated": format_instant(now())},
+        "type": bundle_type,
+    }
+    if total is not None:
+        header["total"] = total
+    if links:
+        header["link"] = [{"relation": relation, "url": url} for relation, url in links]
+    fmt = response_format(request)
+    if fmt != JSON or wants_shaping(request, fmt):
+        header["entry"] = [_entry_dict(entry) for entry in entries]
+        return fhir_response(request, header, status, shaped=False)
+    response = HttpResponse(_json_bytes(header, entries), status=status)
+    response["Content-Type"] = CONTENT_TYPES[JSON]
+    return response
+
+
+def _entry_dict(entry: Entry) -> dict:
+    result: dict = {}
+    if entry.full_url:
+        result["fullUrl"] = entry.full_url
+    if entry.resource is not None:
+        result["resource"] = (
+            orjson.loads(entry.resource) if isinstance(entry.resource, str) else entry.resource
+        )
+    return {**result, **entry.fields}
+
+
+def _json_bytes(header: dict, entries: list[Entry]) -> bytes:
+    if not entries:
+        return orjson.dumps(header)
+    parts = [orjson.dumps(header)[:-1], b',"entry":[']
+    for index, entry in enumerate(entries):
+        if index:
+            parts.append(b",")
+        parts.append(_entry_bytes(entry))
+    parts.append(b"]}")
+    return b"".join(parts)
+
+
+def _entry_bytes(entry: Entry) -> bytes:
+    pieces = []
+    if entry.full_url:
+        pieces.append(b'"fullUrl":' + orjson.dumps(entry.full_url))
+    if entry.resource is not None:
+        raw = entry.resource.encode() if isinstance(entry.resource, str) else orjson.dumps(entry.resource)
+        pieces.append(b'"resource":' + raw)
+    if entry.fields:
+        pieces.append(orjson.dumps(entry.fields)[1:-1])
+    return b"{" + b",".join(pieces) + b"}"

@@ -1,0 +1,86 @@
+"""The CapabilityStatement (GET [base]/metadata), generated from the registry and from what the
+server implements, never from a static file that could drift (http://hl7.org/fhir/R4/capabilitystatement.html)."""
+
+from __future__ import annotations
+
+from functools import cache
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse
+
+from fhirserver.api.endpoint import base_url
+from fhirserver.api.negotiation import fhir_response
+from fhirserver.registry import r4
+from fhirserver.search import criteria
+
+TYPE_INTERACTIONS = (
+    "read",
+    "vread",
+    "update",
+    "patch",
+    "delete",
+    "history-instance",
+    "history-type",
+    "create",
+    "search-type",
+)
+SYSTEM_INTERACTIONS = ("transaction", "batch", "history-system")
+OPERATIONS = ("validate", "meta", "meta-add", "meta-delete")
+
+
+def capabilities(request: HttpRequest) -> HttpResponse:
+    statement = {
+        **_statement(),
+        "implementation": {"description": request.tenant.name, "url": base_url(request)},
+    }
+    return fhir_response(request, statement)
+
+
+@cache
+def _statement() -> dict:
+    registry = r4()
+    return {
+        "resourceType": "CapabilityStatement",
+        "status": "active",
+        "date": settings.FHIR_SERVER_RELEASE_DATE,
+        "kind": "instance",
+        "software": {"name": "fhirserver", "version": settings.FHIR_SERVER_VERSION},
+        "fhirVersion": registry.fhir_version,
+        "format": ["json", "xml"],
+        "patchFormat": ["application/json-patch+json"],
+        "rest": [
+            {
+                "mode": "server",
+                "resource": [_resource(name) for name in sorted(registry.resource_types)],
+                "interaction": [{"code": code} for code in SYSTEM_INTERACTIONS],
+                "operation": [
+                    {"name": name, "definition": f"http://hl7.org/fhir/OperationDefinition/Resource-{name}"}
+                    for name in OPERATIONS
+                ],
+            }
+        ],
+    }
+
+
+def _resource(resource_type: str) -> dict:
+    return {
+        "type": resource_type,
+        "profile": f"http://hl7.org/fhir/StructureDefinition/{resource_type}",
+        "interaction": [{"code": code} for code in TYPE_INTERACTIONS],
+        "versioning": "versioned",
+        "readHistory": True,
+        "updateCreate": True,
+        "conditionalCreate": True,
+        "conditionalRead": "full-support",
+        "conditionalUpdate": True,
+        "conditionalDelete": "multiple",
+        "searchParam": _search_params(resource_type),
+    }
+
+
+def _search_params(resource_type: str) -> list[dict]:
+    params = []
+    for sp in r4().search_parameters:
+        if sp.code in criteria.SUPPORTED and (resource_type in sp.base or "Resource" in sp.base):
+            params.append({"name": sp.code, "definition": sp.url, "type": sp.type})
+    return params

@@ -1,0 +1,126 @@
+"""What every FHIR endpoint shares: errors as OperationOutcomes, headers of stored resources,
+conditional-read checks and the Prefer header."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from email.utils import parsedate_to_datetime
+
+from django.core.exceptions import RequestDataTooBig
+from django.db import DatabaseError
+from django.http import HttpRequest, HttpResponse
+from django.urls import get_script_prefix
+from django.utils.http import http_date
+from django.views.decorators.csrf import csrf_exempt
+
+from fhirserver import errors
+from fhirserver.api.negotiation import fhir_response
+from fhirserver.operation_outcome import outcome_from_issues
+from fhirserver.storage.repository import StoredResource
+
+logger = logging.getLogger(__name__)
+
+
+def fhir_endpoint(view):
+    """Run a FHIR view: FhirError -> its OperationOutcome; anything else -> 500 outcome, logged
+    without request data (it may hold PHI). CSRF does not apply: the API takes no cookies."""
+
+    @csrf_exempt
+    @functools.wraps(view)
+    def wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+        try:
+            return view(request, *args, **kwargs)
+        except errors.FhirError as exc:
+            return outcome_response(request, exc)
+        except RequestDataTooBig:
+            too_big = errors.FhirError.single(
+                413, "too-costly", "The request body is larger than this server accepts"
+            )
+            return outcome_response(request, too_big)
+        except DatabaseError:
+            logger.exception("database error in %s", view.__name__)
+            return outcome_response(request, errors.FhirError.single(500, "exception", "Database error"))
+        except Exception:
+            # The recovery end of the chain: a bug must still answer in FHIR, and say nothing
+            # of the request (its body may hold patient data). The traceback goes to the log.
+            logger.exception("unexpected error in %s", view.__name__)
+            return outcome_response(
+                request, errors.FhirError.single(500, "exception", "Internal server error")
+            )
+
+    return wrapper
+
+
+def outcome_response(request: HttpRequest, error: errors.FhirError) -> HttpResponse:
+    body = outcome_from_issues(error.issues)
+    try:
+        return fhir_response(request, body, error.status, shaped=False)
+    except errors.FhirError:  # the format itself was the problem: answer in JSON
+        request.GET = request.GET.copy()
+        request.GET.pop("_format", None)
+        return fhir_response(request, body, error.status, shaped=False)
+
+
+def base_url(request: HttpRequest) -> str:
+    """The tenant's FHIR base, e.g. http://host/t/demo/fhir."""
+    return request.build_absolute_uri(get_script_prefix() + "fhir")
+
+
+def with_version_headers(response: HttpResponse, stored: StoredResource) -> HttpResponse:
+    response["ETag"] = stored.etag
+    response["Last-Modified"] = http_date(stored.last_updated.timestamp())
+    return response
+
+
+def not_modified(request: HttpRequest, stored: StoredResource) -> bool:
+    """If-None-Match / If-Modified-Since on reads (http://hl7.org/fhir/R4/http.html#cread)."""
+    if_none_match = request.headers.get("If-None-Match")
+    if if_none_match:
+        return any(version_of(tag) == stored.version_id for tag in if_none_match.split(","))
+    if_modified_since = request.headers.get("If-Modified-Since")
+    if if_modified_since:
+        try:
+            since = parsedate_to_datetime(if_modified_since)
+        except (TypeError, ValueError):
+            return False
+        return stored.last_updated.replace(microsecond=0) <= since
+    return False
+
+
+def version_of(etag: str) -> int | None:
+    """The version in an ETag: W/"3", "3" or 3."""
+    tag = etag.strip()
+    tag = tag[2:] if tag.startswith("W/") else tag
+    tag = tag.strip('"')
+    return int(tag) if tag.isdigit() else None
+
+
+def if_match_version(request: HttpRequest) -> int | None:
+    header = request.headers.get("If-Match")
+    if header is None:
+        return None
+    version = version_of(header)
+    if version is None:
+        raise errors.bad_request('If-Match must be a version ETag such as W/"3"')
+    return version
+
+
+def not_modified_response(stored: StoredResource) -> HttpResponse:
+    return with_version_headers(HttpResponse(status=304), stored)
+
+
+def stored_response(request: HttpRequest, stored: StoredResource, status: int = 200) -> HttpResponse:
+    """The answer to a write, shaped by Prefer (http://hl7.org/fhir/R4/http.html#ops)."""
+    prefer = request.headers.get("Prefer", "")
+    if "return=minimal" in prefer:
+        response = HttpResponse(status=status)
+    elif "return=OperationOutcome" in prefer:
+        outcome = outcome_from_issues(
+            [errors.Issue("informational", f"{stored.location} stored", severity="information")]
+        )
+        response = fhir_response(request, outcome, status, shaped=False)
+    else:
+        response = fhir_response(request, stored.content, status)
+    response["Location"] = f"{base_url(request)}/{stored.location}"
+    return with_version_headers(response, stored)

@@ -1,0 +1,47 @@
+"""Paging links for history and search: `_count` within the server maximum, and an opaque
+keyset cursor (`_cursor`) instead of offsets, so pages do not shift under concurrent writes."""
+
+from __future__ import annotations
+
+import base64
+from urllib.parse import urlencode
+
+import orjson
+from django.conf import settings
+from django.http import HttpRequest
+
+from fhirserver import errors
+
+CURSOR = "_cursor"
+
+
+def page_size(request: HttpRequest) -> int:
+    raw = request.GET.get("_count")
+    if raw is None:
+        return settings.FHIR_PAGE_SIZE
+    if not raw.isdigit():
+        raise errors.bad_request("_count must be a non-negative integer")
+    return min(int(raw), settings.FHIR_MAX_PAGE_SIZE)
+
+
+def cursor(request: HttpRequest) -> tuple | None:
+    raw = request.GET.get(CURSOR)
+    if raw is None:
+        return None
+    try:
+        return tuple(orjson.loads(base64.urlsafe_b64decode(raw.encode() + b"==")))
+    except (ValueError, orjson.JSONDecodeError):
+        raise errors.bad_request("_cursor is not a cursor this server issued") from None
+
+
+def encode_cursor(position: tuple) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps(list(position))).decode().rstrip("=")
+
+
+def link(request: HttpRequest, position: tuple | None = None) -> str:
+    """This request's URL, with the cursor replaced by `position` (None: first page)."""
+    params = [(k, v) for k, values in request.GET.lists() if k != CURSOR for v in values]
+    if position is not None:
+        params.append((CURSOR, encode_cursor(position)))
+    query = urlencode(params)
+    return request.build_absolute_uri(request.path) + (f"?{query}" if query else "")

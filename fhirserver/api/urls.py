@@ -1,0 +1,23 @@
+"""The FHIR REST API of one tenant, mounted at <tenant base>/fhir/."""
+
+from django.urls import path, re_path
+
+from fhirserver.api import views
+
+TYPE = r"(?P<resource_type>[A-Z][A-Za-z]+)"
+ID = r"(?P<resource_id>[A-Za-z0-9\-.]{1,64})"
+
+urlpatterns = [
+    path("", views.base),
+    path("metadata", views.metadata),
+    path("_history", views.system_history),
+    path("$meta", views.operation, {"name": "meta"}),
+    re_path(rf"^{TYPE}/\$(?P<name>validate|meta)$", views.operation),
+    re_path(rf"^{TYPE}/{ID}/\$(?P<name>validate|meta|meta-add|meta-delete)$", views.operation),
+    re_path(rf"^{TYPE}$", views.type_level),
+    re_path(rf"^{TYPE}/_search$", views.type_search),
+    re_path(rf"^{TYPE}/_history$", views.type_history),
+    re_path(rf"^{TYPE}/{ID}$", views.instance),
+    re_path(rf"^{TYPE}/{ID}/_history$", views.instance_history),
+    re_path(rf"^{TYPE}/{ID}/_history/(?P<version_id>[^/]+)$", views.version),
+]

@@ -1,0 +1,118 @@
+"""URL-level views: each picks the interaction for the HTTP method (one module per
+interaction, as in Blaze) and runs it as a FHIR endpoint."""
+
+from __future__ import annotations
+
+from django.http import HttpRequest, HttpResponse
+
+from fhirserver import errors
+from fhirserver.api import capabilities, create, delete, history, patch, read, search, transaction, update
+from fhirserver.api.endpoint import fhir_endpoint
+from fhirserver.operations import meta, validate
+
+
+def _not_allowed(request: HttpRequest) -> errors.FhirError:
+    return errors.FhirError.single(405, "not-supported", f"{request.method} is not allowed here")
+
+
+@fhir_endpoint
+def base(request: HttpRequest) -> HttpResponse:
+    if request.method == "POST":
+        return transaction.bundle(request)
+    if request.method == "GET":
+        raise errors.not_supported("Search across all types is not supported yet", status=501)
+    raise _not_allowed(request)
+
+
+@fhir_endpoint
+def metadata(request: HttpRequest) -> HttpResponse:
+    if request.method != "GET":
+        raise _not_allowed(request)
+    return capabilities.capabilities(request)
+
+
+@fhir_endpoint
+def system_history(request: HttpRequest) -> HttpResponse:
+    if request.method != "GET":
+        raise _not_allowed(request)
+    return history.history_response(request)
+
+
+@fhir_endpoint
+def type_level(request: HttpRequest, resource_type: str) -> HttpResponse:
+    if request.method == "GET":
+        return search.search(request, resource_type, list(_pairs(request.GET)))
+    if request.method == "POST":
+        return create.create(request, resource_type)
+    if request.method == "PUT":
+        return update.conditional_update(request, resource_type)
+    if request.method == "DELETE":
+        return delete.conditional_delete(request, resource_type)
+    raise _not_allowed(request)
+
+
+@fhir_endpoint
+def type_search(request: HttpRequest, resource_type: str) -> HttpResponse:
+    if request.method != "POST":
+        raise _not_allowed(request)
+    return search.search(request, resource_type, list(_pairs(request.GET)) + list(_pairs(request.POST)))
+
+
+@fhir_endpoint
+def type_history(request: HttpRequest, resource_type: str) -> HttpResponse:
+    if request.method != "GET":
+        raise _not_allowed(request)
+    return history.history_response(request, resource_type)
+
+
+@fhir_endpoint
+def instance(request: HttpRequest, resource_type: str, resource_id: str) -> HttpResponse:
+    if request.method in ("GET", "HEAD"):
+        return read.read(request, resource_type, resource_id)
+    if request.method == "PUT":
+        return update.update(request, resource_type, resource_id)
+    if request.method == "PATCH":
+        return patch.patch(request, resource_type, resource_id)
+    if request.method == "DELETE":
+        return delete.delete(request, resource_type, resource_id)
+    raise _not_allowed(request)
+
+
+@fhir_endpoint
+def instance_history(request: HttpRequest, resource_type: str, resource_id: str) -> HttpResponse:
+    if request.method != "GET":
+        raise _not_allowed(request)
+    return history.history_response(request, resource_type, resource_id)
+
+
+@fhir_endpoint
+def version(request: HttpRequest, resource_type: str, resource_id: str, version_id: str) -> HttpResponse:
+    if request.method not in ("GET", "HEAD"):
+        raise _not_allowed(request)
+    return read.vread(request, resource_type, resource_id, version_id)
+
+
+OPERATIONS = {
+    # name: (HTTP methods, handler)
+    "validate": (("POST",), validate.validate),
+    "meta": (("GET", "POST"), meta.meta),
+    "meta-add": (("POST",), meta.meta_add),
+    "meta-delete": (("POST",), meta.meta_delete),
+}
+
+
+@fhir_endpoint
+def operation(
+    request: HttpRequest, name: str, resource_type: str | None = None, resource_id: str | None = None
+) -> HttpResponse:
+    methods, handler = OPERATIONS[name]
+    if request.method not in methods:
+        raise _not_allowed(request)
+    kwargs = {"resource_type": resource_type} if resource_type else {}
+    if resource_id:
+        kwargs["resource_id"] = resource_id
+    return handler(request, **kwargs)
+
+
+def _pairs(query_dict) -> list[tuple[str, str]]:
+    return [(key, value) for key, values in query_dict.lists() for value in values]

@@ -1,0 +1,52 @@
+"""Errors the FHIR engine raises; the API turns each into an OperationOutcome with its status."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Issue:
+    """One OperationOutcome.issue. `code` is from http://hl7.org/fhir/R4/valueset-issue-type.html."""
+
+    code: str
+    diagnostics: str
+    expression: str | None = None
+    severity: str = "error"
+
+
+@dataclass
+class FhirError(Exception):
+    status: int
+    issues: list[Issue] = field(default_factory=list)
+
+    @classmethod
+    def single(cls, status: int, code: str, diagnostics: str, expression: str | None = None) -> FhirError:
+        return cls(status, [Issue(code, diagnostics, expression)])
+
+    def __str__(self) -> str:
+        return "; ".join(issue.diagnostics for issue in self.issues)
+
+
+def bad_request(diagnostics: str, code: str = "invalid", expression: str | None = None) -> FhirError:
+    return FhirError.single(400, code, diagnostics, expression)
+
+
+def not_found(diagnostics: str) -> FhirError:
+    return FhirError.single(404, "not-found", diagnostics)
+
+
+def gone(diagnostics: str) -> FhirError:
+    return FhirError.single(410, "deleted", diagnostics)
+
+
+def conflict(diagnostics: str) -> FhirError:
+    return FhirError.single(409, "conflict", diagnostics)
+
+
+def precondition_failed(diagnostics: str) -> FhirError:
+    return FhirError.single(412, "conflict", diagnostics)
+
+
+def not_supported(diagnostics: str, status: int = 400) -> FhirError:
+    return FhirError.single(status, "not-supported", diagnostics)

@@ -1,0 +1,275 @@
+"""batch and transaction Bundles (http://hl7.org/fhir/R4/http.html#transaction), for the REST
+API and the bundle loader alike, written through the repository.
+
+A transaction is all or nothing: the caller runs `process_transaction` inside one database
+transaction and any FhirError rolls everything back. Following the processing rules
+(http.html#trules), entries are handled DELETE, then POST, then PUT/PATCH, then GET; new ids are
+assigned before anything is written so that every `urn:uuid:` full URL and every conditional
+reference (`Practitioner?identifier=...`), also inside contained resources, is rewritten to the
+final `Type/id` first. Results come back in the order of the request's entries.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from django.db import transaction
+
+from fhirserver import errors
+from fhirserver.registry import r4
+from fhirserver.storage.repository import Repository, StoredResource, format_instant, new_id
+
+ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
+_CONDITIONAL_REFERENCE = re.compile(r"^([A-Z][A-Za-z]+)\?(.+)$", re.S)
+_INSTANCE_URL = re.compile(r"^([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/([0-9]+))?$")
+
+
+@dataclass
+class EntryResult:
+    status: str
+    stored: StoredResource | None = None
+    outcome: dict | None = None
+
+    def response(self) -> dict:
+        result: dict = {"status": self.status}
+        if self.stored is not None:
+            result["location"] = self.stored.location
+            result["etag"] = self.stored.etag
+            result["lastModified"] = format_instant(self.stored.last_updated)
+        if self.outcome is not None:
+            result["outcome"] = self.outcome
+        return result
+
+
+@dataclass
+class _Entry:
+    index: int
+    method: str
+    url: str
+    resource: dict | None
+    full_url: str | None
+    request: dict
+    assigned_id: str | None = None  # POST: the id to create, or the existing match
+    existing: bool = False  # POST whose If-None-Exist matched
+    result: EntryResult | None = field(default=None)
+
+
+def process_transaction(bundle: dict) -> list[EntryResult]:
+    entries = _entries(bundle)
+    with Repository.buffered() as repository:
+        references = _assign_identities(repository, entries)
+        resolve = _resolver(repository, references)
+        for entry in entries:
+            if entry.resource is not None:
+                _at(entry, lambda e=entry: _rewrite_references(e.resource, resolve))
+        for entry in sorted(entries, key=lambda e: ORDER[e.method]):
+            entry.result = _at(entry, lambda e=entry: _execute(repository, e))
+    return [entry.result for entry in entries]
+
+
+def process_batch(bundle: dict) -> list[EntryResult]:
+    """Each entry on its own: a failing entry gets its outcome, the others still happen."""
+    entries = _entries(bundle)
+    repository = Repository()
+    results = []
+    for entry in entries:
+        try:
+            with transaction.atomic():
+                _assign_identities(repository, [entry])
+                if entry.resource is not None:
+                    _rewrite_references(entry.resource, _resolver(repository, {}))
+                results.append(_at(entry, lambda e=entry: _execute(repository, e)))
+        except errors.FhirError as exc:
+            from fhirserver.operation_outcome import outcome_from_issues
+
+            results.append(
+                EntryResult(f"{exc.status} {_reason(exc.status)}", outcome=outcome_from_issues(exc.issues))
+            )
+    return results
+
+
+def _at(entry: _Entry, action: Callable[[], EntryResult]) -> EntryResult:
+    """Run `action`, locating any error at Bundle.entry[i] so the client knows which one failed."""
+    try:
+        return action()
+    except errors.FhirError as exc:
+        exc.issues = [
+            errors.Issue(
+                issue.code,
+                f"Bundle.entry[{entry.index}]: {issue.diagnostics}",
+                f"Bundle.entry[{entry.index}]"
+                + (f".resource.{issue.expression}" if issue.expression else ""),
+                issue.severity,
+            )
+            for issue in exc.issues
+        ]
+        raise
+
+
+def _entries(bundle: dict) -> list[_Entry]:
+    raw_entries = bundle.get("entry", [])
+    if not isinstance(raw_entries, list):
+        raise errors.bad_request("Bundle.entry must be an array", code="structure")
+    entries = []
+    for index, raw in enumerate(raw_entries):
+        request = raw.get("request") if isinstance(raw, dict) else None
+        if not isinstance(request, dict) or not isinstance(request.get("url"), str):
+            raise errors.bad_request(f"Bundle.entry[{index}] has no request.url", code="required")
+        method = request.get("method")
+        if method not in ORDER:
+            raise errors.bad_request(f"Bundle.entry[{index}].request.method is not a supported method")
+        resource = raw.get("resource")
+        if method in ("POST", "PUT") and not isinstance(resource, dict):
+            raise errors.bad_request(f"Bundle.entry[{index}] ({method}) has no resource", code="required")
+        entries.append(
+            _Entry(index, method, request["url"].lstrip("/"), resource, raw.get("fullUrl"), request)
+        )
+    return entries
+
+
+def _assign_identities(repository: Repository, entries: list[_Entry]) -> dict[str, str]:
+    """fullUrl -> "Type/id" for every entry that creates or names a resource."""
+    references: dict[str, str] = {}
+    for entry in entries:
+        if entry.method == "POST":
+            resource_type = entry.resource.get("resourceType")
+            condition = entry.request.get("ifNoneExist")
+            matches = repository.matching_ids(resource_type, condition.lstrip("?")) if condition else set()
+            if len(matches) > 1:
+                raise errors.precondition_failed(
+                    f"Bundle.entry[{entry.index}]: ifNoneExist matched {len(matches)} resources"
+                )
+            entry.existing = bool(matches)
+            entry.assigned_id = matches.pop() if matches else new_id()
+            target = f"{resource_type}/{entry.assigned_id}"
+        elif entry.method == "PUT" and (match := _INSTANCE_URL.match(entry.url)):
+            target = f"{match[1]}/{match[2]}"
+        else:
+            continue
+        if entry.full_url:
+            references[entry.full_url] = target
+    return references
+
+
+def _resolver(repository: Repository, references: dict[str, str]) -> Callable[[str], str | None]:
+    conditional_cache: dict[str, str] = {}
+
+    def resolve(reference: str) -> str | None:
+        if reference in references:
+            return references[reference]
+        match = _CONDITIONAL_REFERENCE.match(reference)
+        if match is None or not r4().is_resource_type(match[1]):
+            return None
+        if reference not in conditional_cache:
+            matches = repository.matching_ids(match[1], match[2])
+            if len(matches) != 1:
+                raise errors.precondition_failed(
+                    f"Conditional reference to {match[1]} matched {len(matches)} resources, not exactly one"
+                )
+            conditional_cache[reference] = f"{match[1]}/{matches.pop()}"
+        return conditional_cache[reference]
+
+    return resolve
+
+
+def _rewrite_references(node: object, resolve: Callable[[str], str | None]) -> None:
+    """Rewrite Reference.reference values in place, at any depth (contained resources too)."""
+    if isinstance(node, dict):
+        reference = node.get("reference")
+        if isinstance(reference, str):
+            replacement = resolve(reference)
+            if replacement is not None:
+                node["reference"] = replacement
+        for value in node.values():
+            if isinstance(value, (dict, list)):
+                _rewrite_references(value, resolve)
+    elif isinstance(node, list):
+        for item in node:
+            if isinstance(item, (dict, list)):
+                _rewrite_references(item, resolve)
+
+
+def _execute(repository: Repository, entry: _Entry) -> EntryResult:
+    if entry.method == "POST":
+        return _post(repository, entry)
+    if entry.method == "PUT":
+        return _put(repository, entry)
+    if entry.method == "DELETE":
+        return _delete(repository, entry)
+    if entry.method in ("GET", "HEAD"):
+        return _get(repository, entry)
+    raise errors.not_supported("PATCH inside a Bundle is not supported yet; use PATCH on the resource")
+
+
+def _post(repository: Repository, entry: _Entry) -> EntryResult:
+    resource_type = entry.resource.get("resourceType")
+    if entry.url.split("?", 1)[0] != resource_type:
+        raise errors.bad_request(f"request.url '{entry.url}' does not name the resource's type")
+    if entry.existing:
+        return EntryResult("200 OK", repository.read(resource_type, entry.assigned_id))
+    return EntryResult("201 Created", repository.create(entry.resource, entry.assigned_id))
+
+
+def _put(repository: Repository, entry: _Entry) -> EntryResult:
+    match = _INSTANCE_URL.match(entry.url)
+    if match is None:
+        return _conditional_put(repository, entry)
+    if_match = _version(entry.request.get("ifMatch"))
+    stored, created = repository.update(match[1], match[2], entry.resource, if_match)
+    return EntryResult("201 Created" if created else "200 OK", stored)
+
+
+def _conditional_put(repository: Repository, entry: _Entry) -> EntryResult:
+    resource_type, _, query = entry.url.partition("?")
+    if not query:
+        raise errors.bad_request(f"request.url '{entry.url}' is neither Type/id nor Type?criteria")
+    matches = repository.matching_ids(resource_type, query)
+    if len(matches) > 1:
+        raise errors.precondition_failed(f"Conditional update matched {len(matches)} resources")
+    resource_id = matches.pop() if matches else entry.resource.get("id") or new_id()
+    stored, created = repository.update(resource_type, resource_id, {**entry.resource, "id": resource_id})
+    return EntryResult("201 Created" if created else "200 OK", stored)
+
+
+def _delete(repository: Repository, entry: _Entry) -> EntryResult:
+    match = _INSTANCE_URL.match(entry.url)
+    if match:
+        repository.delete(match[1], match[2], _version(entry.request.get("ifMatch")))
+        return EntryResult("204 No Content")
+    resource_type, _, query = entry.url.partition("?")
+    for resource_id in sorted(repository.matching_ids(resource_type, query)):
+        repository.delete(resource_type, resource_id)
+    return EntryResult("204 No Content")
+
+
+def _get(repository: Repository, entry: _Entry) -> EntryResult:
+    match = _INSTANCE_URL.match(entry.url)
+    if match is None:
+        raise errors.not_supported("Only read and vread are supported as GET entries of a Bundle")
+    stored = repository.vread(*match.groups()) if match[3] else repository.read(match[1], match[2])
+    return EntryResult("200 OK", stored)
+
+
+def _version(etag: str | None) -> int | None:
+    if etag is None:
+        return None
+    from fhirserver.api.endpoint import version_of
+
+    return version_of(etag)
+
+
+_REASONS = {
+    400: "Bad Request",
+    404: "Not Found",
+    409: "Conflict",
+    410: "Gone",
+    412: "Precondition Failed",
+    422: "Unprocessable Entity",
+    500: "Internal Server Error",
+}
+
+
+def _reason(status: int) -> str:
+    return _REASONS.get(status, "Error")

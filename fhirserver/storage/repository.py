@@ -1,0 +1,274 @@
+"""The repository: the one path through which every resource is read and written.
+
+REST interactions, transactions, loaders and sync all call it, so validation, id and version
+assignment, meta, history and search indexing happen in one place. It works on the tenant the
+connection points at (tenants.middleware / connection.set_tenant); row-level security enforces
+that it cannot touch another.
+
+Stored JSON is the exact text served: reads return it without parsing (StoredResource.content).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+
+import orjson
+from django.db import connection, transaction
+
+from fhirserver import errors
+from fhirserver.registry import r4
+from fhirserver.search import criteria, tokens
+from fhirserver.storage.rows import RowWriter
+from fhirserver.storage.stored import StoredResource
+from fhirserver.validation import validate_resource
+
+__all__ = ["Repository", "StoredResource"]
+
+INVALID_STATUS = {"structure": 400, "value": 400, "invalid": 400}
+BATCH_SIZE = 500  # rows per executemany when buffered
+
+
+def require_resource_type(resource_type: str) -> None:
+    if not r4().is_resource_type(resource_type):
+        raise errors.not_found(f"Unknown resource type '{resource_type}'")
+
+
+def check_valid(resource: object, expected_type: str | None) -> None:
+    """Raise 400 (structure, datatypes) or 422 (rules such as cardinality, codes) on any issue."""
+    found = validate_resource(resource, expected_type)
+    if found:
+        status = 400 if all(issue.code in INVALID_STATUS for issue in found) else 422
+        raise errors.FhirError(
+            status, [errors.Issue(issue.code, issue.diagnostics, issue.expression) for issue in found]
+        )
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def now() -> datetime:
+    """Millisecond precision: what meta.lastUpdated shows is exactly what is stored and compared."""
+    moment = datetime.now(UTC)
+    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+
+
+def format_instant(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def stamp(resource: dict, resource_id: str, version_id: int, last_updated: datetime) -> dict:
+    """The resource as stored: resourceType, id and meta first; versionId/lastUpdated ours."""
+    meta = dict(resource.get("meta") or {})
+    meta["versionId"] = str(version_id)
+    meta["lastUpdated"] = format_instant(last_updated)
+    rest = {k: v for k, v in resource.items() if k not in ("resourceType", "id", "meta")}
+    return {"resourceType": resource["resourceType"], "id": resource_id, "meta": meta, **rest}
+
+
+class Repository:
+    """Reads and writes resources of the connection's current tenant.
+
+    Writes are sent at once, except inside `buffered()`, where new resources are queued and
+    sent in batches; every read (and every write that must read first) sends the queue before
+    it looks, so a buffered repository never shows stale data.
+    """
+
+    def __init__(self) -> None:
+        self._rows = RowWriter()
+        self._buffered = False
+
+    @classmethod
+    @contextmanager
+    def buffered(cls) -> Iterator[Repository]:
+        """A repository for many writes in one transaction (bundles, loaders)."""
+        repository = cls()
+        repository._buffered = True
+        yield repository
+        repository.flush()
+
+    def flush(self) -> None:
+        self._rows.flush()
+
+    # ----- reads ---------------------------------------------------------------------------
+    def matching_ids(self, resource_type: str, query: str) -> set[str]:
+        """Ids of current resources meeting conditional-interaction criteria."""
+        self.flush()
+        return criteria.matching_ids(resource_type, query)
+
+    def current(self, resource_type: str, resource_id: str) -> StoredResource | None:
+        """The current row, deleted or not; None if the resource never existed."""
+        self.flush()
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT version_id, last_updated, deleted, content FROM fhir_resource"
+                " WHERE resource_type = %s AND resource_id = %s",
+                [resource_type, resource_id],
+            )
+            row = cursor.fetchone()
+        return StoredResource(resource_type, resource_id, *row) if row else None
+
+    def read(self, resource_type: str, resource_id: str) -> StoredResource:
+        require_resource_type(resource_type)
+        stored = self.current(resource_type, resource_id)
+        if stored is None:
+            raise errors.not_found(f"{resource_type}/{resource_id} is not known")
+        if stored.deleted:
+            raise errors.FhirError.single(410, "deleted", f"{resource_type}/{resource_id} was deleted")
+        return stored
+
+    def vread(self, resource_type: str, resource_id: str, version_id: str) -> StoredResource:
+        require_resource_type(resource_type)
+        if not version_id.isdigit():
+            raise errors.not_found(f"{resource_type}/{resource_id} has no version '{version_id}'")
+        self.flush()
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT last_updated, deleted, content FROM fhir_resource_version"
+                " WHERE resource_type = %s AND resource_id = %s AND version_id = %s",
+                [resource_type, resource_id, int(version_id)],
+            )
+            row = cursor.fetchone()
+        if row is None:
+            raise errors.not_found(f"{resource_type}/{resource_id} has no version {version_id}")
+        stored = StoredResource(resource_type, resource_id, int(version_id), *row)
+        if stored.deleted:
+            raise errors.FhirError.single(410, "deleted", f"version {version_id} is a deletion")
+        return stored
+
+    def read_json(self, resource_type: str, resource_id: str) -> dict:
+        return orjson.loads(self.read(resource_type, resource_id).content)
+
+    def meta_in_use(self, resource_type: str | None) -> dict:
+        """Profiles, tags and security labels used by current resources (of one type, or all)."""
+        self.flush()
+        where = "NOT deleted" + (" AND resource_type = %s" if resource_type else "")
+        params = [resource_type] if resource_type else []
+        result: dict = {}
+        with connection.cursor() as cursor:
+            for key in ("profile", "tag", "security"):
+                cursor.execute(
+                    "SELECT DISTINCT jsonb_array_elements(content::jsonb -> 'meta' -> %s)::text"
+                    f" FROM fhir_resource WHERE {where}",
+                    [key, *params],
+                )
+                values = [orjson.loads(row[0]) for row in cursor.fetchall()]
+                if values:
+                    result[key] = sorted(values, key=lambda v: orjson.dumps(v, option=orjson.OPT_SORT_KEYS))
+        return result
+
+    # ----- writes --------------------------------------------------------------------------
+    def change_meta(self, resource_type: str, resource_id: str, change: Callable[[dict], dict]) -> dict:
+        """Apply `change` (meta -> meta) to the current version in place, without a new version
+        ($meta-add / $meta-delete, which R4 defines so). Returns the new meta."""
+        with transaction.atomic(savepoint=False):
+            current = self._lock(resource_type, resource_id)
+            if current is None or current.deleted:
+                raise errors.not_found(f"{resource_type}/{resource_id} is not a current resource")
+            resource = orjson.loads(current.content)
+            resource["meta"] = change(resource.get("meta", {}))
+            check_valid(resource, resource_type)
+            content = orjson.dumps(resource).decode()
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "UPDATE fhir_resource SET content = %s WHERE resource_type = %s AND resource_id = %s",
+                    [content, resource_type, resource_id],
+                )
+                cursor.execute(
+                    "UPDATE fhir_resource_version SET content = %s"
+                    " WHERE resource_type = %s AND resource_id = %s AND version_id = %s",
+                    [content, resource_type, resource_id, current.version_id],
+                )
+            return resource["meta"]
+
+    def create(self, resource: dict, resource_id: str | None = None) -> StoredResource:
+        """Store a new resource under a server-assigned id (or `resource_id`, see update)."""
+        check_valid(resource, None)
+        return self._write(resource, resource_id or new_id(), 1, "POST", previous=None)
+
+    def update(
+        self,
+        resource_type: str,
+        resource_id: str,
+        resource: dict,
+        if_match: int | None = None,
+        method: str = "PUT",
+    ) -> tuple[StoredResource, bool]:
+        """Store a new version; create the resource if it does not exist (update-as-create).
+
+        Returns (stored, created). `if_match` is the version the client last saw (If-Match).
+        """
+        require_resource_type(resource_type)
+        check_valid(resource, resource_type)
+        if resource.get("id") != resource_id:
+            raise errors.bad_request(
+                f"The resource id must equal the id in the URL ('{resource_id}')",
+                expression=f"{resource_type}.id",
+            )
+        with transaction.atomic(savepoint=False):
+            previous = self._lock(resource_type, resource_id)
+            self._check_version(previous, if_match)
+            if previous is None:
+                return self._write(resource, resource_id, 1, method, previous=None), True
+            stored = self._write(resource, resource_id, previous.version_id + 1, method, previous)
+            return stored, previous.deleted  # bringing a deleted resource back creates it anew
+
+    def delete(
+        self, resource_type: str, resource_id: str, if_match: int | None = None
+    ) -> StoredResource | None:
+        """Record a deletion as a new version. Deleting what is absent or deleted changes nothing."""
+        require_resource_type(resource_type)
+        with transaction.atomic(savepoint=False):
+            previous = self._lock(resource_type, resource_id)
+            self._check_version(previous, if_match)
+            if previous is None or previous.deleted:
+                return None
+            stored = StoredResource(
+                resource_type, resource_id, previous.version_id + 1, now(), deleted=True, content=None
+            )
+            self._rows.add(stored, "DELETE", tokens=[], replaces=True)
+            self._send()
+            return stored
+
+    def _lock(self, resource_type: str, resource_id: str) -> StoredResource | None:
+        self.flush()
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT version_id, last_updated, deleted, content FROM fhir_resource"
+                " WHERE resource_type = %s AND resource_id = %s FOR UPDATE",
+                [resource_type, resource_id],
+            )
+            row = cursor.fetchone()
+        return StoredResource(resource_type, resource_id, *row) if row else None
+
+    @staticmethod
+    def _check_version(previous: StoredResource | None, if_match: int | None) -> None:
+        if if_match is None:
+            return
+        current_version = previous.version_id if previous and not previous.deleted else None
+        if current_version != if_match:
+            raise errors.precondition_failed(
+                f"If-Match expected version {if_match}, the current version is {current_version or 'none'}"
+            )
+
+    def _write(
+        self, resource: dict, resource_id: str, version_id: int, method: str, previous: StoredResource | None
+    ) -> StoredResource:
+        last_updated = now()
+        body = stamp(resource, resource_id, version_id, last_updated)
+        resource_type = resource["resourceType"]
+        stored = StoredResource(
+            resource_type, resource_id, version_id, last_updated, False, orjson.dumps(body).decode()
+        )
+        self._rows.add(
+            stored, method, tokens.token_rows(resource_type, resource_id, body), replaces=previous is not None
+        )
+        self._send()
+        return stored
+
+    def _send(self) -> None:
+        if not self._buffered or len(self._rows.versions) >= BATCH_SIZE:
+            self._rows.flush()
