@@ -76,7 +76,8 @@ def ensure_dev_env(folder: Path) -> Path:
     if not path.exists():
         values = {
             "DEBUG": "1",
-            "AUTH_MODE": "standalone",
+            # Until SMART authorization lands, the API is open only in development mode.
+            "AUTH_MODE": "development",
             "SECRET_KEY": secrets.token_urlsafe(50),
             "PHI_MASTER_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
             "APP_DB_PASSWORD": secrets.token_urlsafe(24),

@@ -19,6 +19,8 @@ from config import embedded_postgres  # noqa: E402
 from config.environment import data_dir, ensure_dev_env, env_str, load_dev_env  # noqa: E402
 
 DEMO_TENANT = "demo"
+SHARED_DEMO_DATA = ROOT.parent / "shared" / "data" / "synthea" / "smart-synthea-2019"
+BUNDLED_DEMO_DATA = ROOT / "data" / "demo"
 
 
 def manage(*args: str) -> None:
@@ -35,6 +37,8 @@ def main() -> int:
     manage("setup_database")
     manage("create_tenant", DEMO_TENANT, "--name", "Demo Clinic", "--if-missing")
     manage("seed_demo", "--tenant", DEMO_TENANT)
+    demo_data = SHARED_DEMO_DATA if SHARED_DEMO_DATA.is_dir() else BUNDLED_DEMO_DATA
+    manage("load_bundles", "--tenant", DEMO_TENANT, "--if-empty", str(demo_data))
 
     port = os.environ.get("PORT", "8000")
     print_banner(port)
@@ -61,6 +65,7 @@ def print_banner(port: str) -> None:
                 "FHIR server (development)",
                 f"  tenant '{DEMO_TENANT}' by path:  {base}/t/{DEMO_TENANT}/",
                 f"  tenant '{DEMO_TENANT}' by host:  http://{DEMO_TENANT}.localhost:{port}/",
+                f"  FHIR base:             {base}/t/{DEMO_TENANT}/fhir  (try /metadata, /Patient)",
                 f"  tenant admin:          {base}/t/{DEMO_TENANT}/admin/",
                 f"  platform admin:        {base}/admin/",
                 f"  probes:                {base}/healthz  {base}/readyz",

@@ -70,6 +70,8 @@ def test_run_from_empty_data_folder_then_restart_keeps_data(tmp_path):
     try:
         wait_until_answers(base + "/readyz", first, timeout=180)
         assert httpx.get(base + "/t/demo/admin/login/").status_code == 200
+        patients = httpx.get(base + "/t/demo/fhir/Patient", params={"_summary": "count"}).json()["total"]
+        assert patients >= 3  # the demo patients were loaded
         # manage.py, run by hand beside the server, reaches the same embedded database.
         created = manage_command("create_tenant", "kept", env=env, inherit=False)
         assert created.returncode == 0, created.stderr
@@ -84,6 +86,8 @@ def test_run_from_empty_data_folder_then_restart_keeps_data(tmp_path):
     try:
         wait_until_answers(base + "/readyz", second, timeout=180)
         assert httpx.get(base + "/t/kept/admin/login/").status_code == 200
+        again = httpx.get(base + "/t/demo/fhir/Patient", params={"_summary": "count"}).json()["total"]
+        assert again == patients  # kept, and not loaded twice
         listed = manage_command("list_tenants", env=env, inherit=False)
         assert [line.split()[0] for line in listed.stdout.splitlines()[1:]] == ["demo", "kept"]
     finally:

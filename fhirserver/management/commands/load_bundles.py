@@ -13,6 +13,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import connection, transaction
 
 from fhirserver import errors
+from fhirserver.models import Resource
 from fhirserver.storage.bundles import process_batch, process_transaction
 from tenants.lifecycle import TenantError, get_tenant
 
@@ -24,13 +25,19 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("--tenant", required=True)
+        parser.add_argument(
+            "--if-empty", action="store_true", help="load only if the tenant has no resources yet (seeding)"
+        )
         parser.add_argument("paths", nargs="+", help="files or folders; folders load in name order")
 
-    def handle(self, *args, tenant: str, paths: list[str], **options) -> None:
+    def handle(self, *args, tenant: str, paths: list[str], if_empty: bool, **options) -> None:
         try:
             connection.set_tenant(get_tenant(tenant))
         except TenantError as exc:
             raise CommandError(str(exc)) from None
+        if if_empty and Resource.objects.exists():
+            self.stdout.write(f"tenant {tenant} already has resources; nothing loaded")
+            return
         files = bundle_files(paths)
         started, loaded = time.perf_counter(), 0
         for number, path in enumerate(files, 1):
