@@ -25,7 +25,10 @@ BENCH_TENANT = "bench"
 def main(selected: list[str]) -> None:
     configure_environment(BENCH_DATABASE)
     create_fresh_database(BENCH_DATABASE, {BENCH_TENANT: "Bench Clinic"})
-    server = start_server(Path(tempfile.mkdtemp()) / "server.log", workers=2)
+    # Until SMART tokens exist, the FHIR API is reachable only in development auth mode.
+    server = start_server(
+        Path(tempfile.mkdtemp()) / "server.log", workers=2, env={"DEBUG": "1", "AUTH_MODE": "development"}
+    )
     owner = os.environ["DATABASE_URL"]
     context = BenchContext(
         server_url=server.url,

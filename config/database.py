@@ -110,5 +110,7 @@ def django_database(url: str) -> dict:
         "PORT": str(parts.port or ""),
         "OPTIONS": {**options, "application_name": "fhirserver"},
         "CONN_MAX_AGE": int(os.environ.get("DB_CONN_MAX_AGE", "60")),
-        "CONN_HEALTH_CHECKS": True,
+        # No health-check query before each request's first query: it would cost a round trip on
+        # every FHIR read. A connection that died is replaced on the next request.
+        "CONN_HEALTH_CHECKS": False,
     }

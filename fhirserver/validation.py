@@ -43,13 +43,17 @@ class ValidationIssue:
 
 def validate_resource(resource: object, expected_type: str | None = None) -> list[ValidationIssue]:
     """All structural problems of `resource` (up to MAX_ISSUES), or [] if there are none."""
-    resource_type = resource.get("resourceType") if isinstance(resource, dict) else None
-    known = isinstance(resource_type, str) and resource_type in _resource_specs()
-    path = resource_type if known else expected_type or "Resource"
+    specs = _resource_specs()
+    declared = resource.get("resourceType") if isinstance(resource, dict) else None
+    known = declared if isinstance(declared, str) and declared in specs else None
+    # Types only ever name R4 types in locations: unknown ones may be anything a client sent.
+    expected = expected_type if expected_type in specs else None
+    path = known or expected or "Resource"
     issues = _Issues()
     try:
-        if known and expected_type is not None and resource_type != expected_type:
-            issues.add("invalid", f"{path}.resourceType", f"Expected resourceType '{expected_type}'")
+        if known and expected_type is not None and known != expected_type:
+            wanted = f"resourceType '{expected}'" if expected else "another resourceType"
+            issues.add("invalid", f"{path}.resourceType", f"Expected {wanted}")
         _resource(resource, path, issues)
     except _TooManyIssues:
         pass
@@ -125,7 +129,10 @@ def _fields(
         "max": element.max,
         "choice": element.name if element.choice else None,
     }
-    if code == "Resource":
+    # Resource-typed elements (contained, Bundle.entry.resource, ...) hold a resource of any type.
+    # R4 types Bundle.entry.response.outcome as Resource too, which the registry narrows to
+    # OperationOutcome; either way the nested resource is checked against its own resourceType.
+    if code == "Resource" or registry.is_resource_type(code):
         return {key: _Field(_RESOURCE, code, **shape)}
     if not registry.is_primitive(code):
         return {key: _Field(_COMPLEX, code, **shape, spec=specs[code])}
@@ -151,12 +158,11 @@ def _keys_of(spec: _Spec, definition: TypeDefinition, element: ElementDefinition
 
 # The spec's regexes are XML Schema ones, whose \s is only space, tab, CR and LF.
 _YEAR = r"([0-9]([0-9]([0-9][1-9]|[1-9]0)|[1-9]00)|[1-9]000)"
-_DATE = _YEAR + r"(-(0[1-9]|1[0-2])(-(0[1-9]|[1-2][0-9]|3[0-1]))?)?"
 _TIME = r"([01][0-9]|2[0-3]):[0-5][0-9]:([0-5][0-9]|60)(\.[0-9]+)?"
 _ZONE = r"(Z|(\+|-)((0[0-9]|1[0-3]):[0-5][0-9]|14:00))"
 _NOT_SPACE = r"[^ \t\r\n]"
 _FORMATS = {
-    "date": _DATE,
+    "date": _YEAR + r"(-(0[1-9]|1[0-2])(-(0[1-9]|[1-2][0-9]|3[0-1]))?)?",
     "dateTime": _YEAR + rf"(-(0[1-9]|1[0-2])(-(0[1-9]|[1-2][0-9]|3[0-1])(T{_TIME}{_ZONE})?)?)?",
     "instant": _YEAR + rf"-(0[1-9]|1[0-2])-(0[1-9]|[1-2][0-9]|3[0-1])T{_TIME}{_ZONE}",
     "time": _TIME,
@@ -167,9 +173,6 @@ _FORMATS = {
     "canonical": _NOT_SPACE + "+",
     "oid": r"urn:oid:[0-2](\.(0|[1-9][0-9]*))+",
     "uuid": r"urn:uuid:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}",
-    # R4's regex, with the '/' it forgot, and whitespace matched once between quartets: the
-    # spec's "\s*(...){4}\s*" repeated backtracks exponentially on long MIME-wrapped data.
-    "base64Binary": r"[ \t\r\n]*([0-9a-zA-Z+/=]{4}[ \t\r\n]*)+",
     "markdown": None,
     # The narrative's XHTML is parsed by whoever renders it; here only its outer <div>.
     "xhtml": r"[ \t\r\n]*<div[ \t\r\n/>][\s\S]*",
@@ -203,6 +206,27 @@ def _string(value: object) -> str | None:
     return None
 
 
+_BASE64_CHARACTERS = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/= \t\r\n"
+
+
+def _base64(value: object) -> str | None:
+    """R4's regex is quartets of [0-9a-zA-Z+=] (it forgot '/') with whitespace between them.
+
+    Checked without a regex: the spec's backtracks exponentially on long MIME-wrapped data.
+    """
+    if type(value) is not str:
+        return "expected base64Binary (a JSON string)"
+    if not value:
+        return "empty strings are not allowed"
+    if not value.isascii() or value.encode().translate(None, _BASE64_CHARACTERS):
+        return "not a valid base64Binary"
+    # Only the alphabet and XML whitespace are left, so str.split() splits where the regex would.
+    chunks = value.split()
+    if not chunks or any(len(chunk) % 4 for chunk in chunks):
+        return "not a valid base64Binary"
+    return None
+
+
 def _integer(type_code: str, low: int) -> Callable[[object], str | None]:
     def check(value: object) -> str | None:
         if type(value) is not int:  # excludes bool, and floats such as 1.0
@@ -231,6 +255,7 @@ _CHECKS: dict[str, Callable[[object], str | None]] = {
     "unsignedInt": _integer("unsignedInt", 0),
     "positiveInt": _integer("positiveInt", 1),
     "string": _string,
+    "base64Binary": _base64,
     **{type_code: _text(type_code, pattern) for type_code, pattern in _FORMATS.items()},
 }
 

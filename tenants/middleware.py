@@ -19,11 +19,12 @@ class TenantMiddleware:
         self.get_response = get_response
 
     def __call__(self, request):
-        # Persistent connections outlive requests: start every request from the public schema.
-        connection.set_schema_to_public()
+        # Every request sets its schema (public or the tenant) before its handler runs; the
+        # backend skips the round trip when a reused connection is already set that way.
         request.tenant = None
         address = resolve(request.get_host(), request.path_info)
         if address is None:
+            connection.set_schema_to_public()
             return self.get_response(request)
         tenant = address.tenant
         if tenant is None:
@@ -44,4 +45,3 @@ class TenantMiddleware:
             return self.get_response(request)
         finally:
             set_script_prefix(outer_prefix)
-            connection.set_schema_to_public()

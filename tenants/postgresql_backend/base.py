@@ -19,6 +19,19 @@ IntegrityError = tenants_base.IntegrityError
 
 
 class DatabaseWrapper(tenants_base.DatabaseWrapper):
+    def set_tenant(self, tenant, include_public=True):
+        """As django-tenants', but keep the settings already sent when the schema is unchanged,
+        so consecutive requests for one tenant on a reused connection cost no extra query."""
+        unchanged = (
+            self.search_path_set_schemas is not None
+            and getattr(tenant, "schema_name", None) == self.schema_name
+            and include_public == self.include_public_schema
+        )
+        if unchanged:
+            self.tenant = tenant
+            return
+        super().set_tenant(tenant, include_public)
+
     def _handle_search_path(self, cursor=None):
         if self._setting_search_path:
             return  # re-entered while obtaining the cursor below
