@@ -27,7 +27,7 @@ from fhirserver.validation import validate_resource
 
 __all__ = ["Repository", "StoredResource"]
 
-INVALID_STATUS = {"structure": 400, "value": 400, "invalid": 400}
+MALFORMED = frozenset({"structure", "value", "invalid"})  # issue codes that make a 400
 BATCH_SIZE = 500  # rows per executemany when buffered
 
 
@@ -37,10 +37,12 @@ def require_resource_type(resource_type: str) -> None:
 
 
 def check_valid(resource: object, expected_type: str | None) -> None:
-    """Raise 400 (structure, datatypes) or 422 (rules such as cardinality, codes) on any issue."""
+    """Raise on any issue: 400 when every issue is about shape or datatypes (the body is not
+    well-formed R4), 422 when some rule is broken (a required element missing, a code outside
+    its required value set)."""
     found = validate_resource(resource, expected_type)
     if found:
-        status = 400 if all(issue.code in INVALID_STATUS for issue in found) else 422
+        status = 400 if all(issue.code in MALFORMED for issue in found) else 422
         raise errors.FhirError(
             status, [errors.Issue(issue.code, issue.diagnostics, issue.expression) for issue in found]
         )
