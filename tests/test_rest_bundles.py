@@ -1,5 +1,6 @@
 """batch and transaction Bundles over real HTTP, and the Synthea data loading as-is."""
 
+import base64
 import gzip
 import json
 import uuid
@@ -190,3 +191,23 @@ def test_whole_synthea_set_loads_with_matching_counts(owner_db, unique_slug):
     assert dict(rows) == expected
     assert sum(expected.values()) == 62718 + 3
     manage_command("delete_tenant", unique_slug, "--yes")
+
+
+def test_transaction_patch_entry_with_json_patch_binary(fhir):
+    created = fhir.post("/Patient", json={"resourceType": "Patient"}).json()
+    ops = json.dumps([{"op": "add", "path": "/gender", "value": "unknown"}]).encode()
+    binary = {
+        "resourceType": "Binary",
+        "contentType": "application/json-patch+json",
+        "data": base64.b64encode(ops).decode(),
+    }
+    entry = {
+        "resource": binary,
+        "request": {"method": "PATCH", "url": f"Patient/{created['id']}", "ifMatch": 'W/"1"'},
+    }
+    response = fhir.post("", json=transaction([entry]))
+    assert response.status_code == 200, response.text
+    assert response.json()["entry"][0]["response"]["status"] == "200 OK"
+    assert fhir.get(f"/Patient/{created['id']}").json()["gender"] == "unknown"
+    stale = fhir.post("", json=transaction([entry]))
+    assert stale.status_code == 412

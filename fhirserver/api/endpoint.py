@@ -17,7 +17,7 @@ from django.views.decorators.csrf import csrf_exempt
 from fhirserver import errors
 from fhirserver.api.negotiation import fhir_response
 from fhirserver.operation_outcome import outcome_from_issues
-from fhirserver.storage.repository import StoredResource
+from fhirserver.storage.stored import StoredResource, version_of
 
 logger = logging.getLogger(__name__)
 
@@ -86,14 +86,6 @@ def not_modified(request: HttpRequest, stored: StoredResource) -> bool:
             return False
         return stored.last_updated.replace(microsecond=0) <= since
     return False
-
-
-def version_of(etag: str) -> int | None:
-    """The version in an ETag: W/"3", "3" or 3."""
-    tag = etag.strip()
-    tag = tag[2:] if tag.startswith("W/") else tag
-    tag = tag.strip('"')
-    return int(tag) if tag.isdigit() else None
 
 
 def if_match_version(request: HttpRequest) -> int | None:

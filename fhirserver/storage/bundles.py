@@ -11,6 +11,7 @@ final `Type/id` first. Results come back in the order of the request's entries.
 
 from __future__ import annotations
 
+import base64
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,8 +19,11 @@ from dataclasses import dataclass, field
 from django.db import transaction
 
 from fhirserver import errors
+from fhirserver.operation_outcome import outcome_from_issues
 from fhirserver.registry import r4
+from fhirserver.storage.patching import JSON_PATCH, apply_json_patch, parse_json_patch
 from fhirserver.storage.repository import Repository, StoredResource, format_instant, new_id
+from fhirserver.storage.stored import version_of
 
 ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
 _CONDITIONAL_REFERENCE = re.compile(r"^([A-Z][A-Za-z]+)\?(.+)$", re.S)
@@ -82,8 +86,6 @@ def process_batch(bundle: dict) -> list[EntryResult]:
                     _rewrite_references(entry.resource, _resolver(repository, {}))
                 results.append(_at(entry, lambda e=entry: _execute(repository, e)))
         except errors.FhirError as exc:
-            from fhirserver.operation_outcome import outcome_from_issues
-
             results.append(
                 EntryResult(f"{exc.status} {_reason(exc.status)}", outcome=outcome_from_issues(exc.issues))
             )
@@ -121,7 +123,7 @@ def _entries(bundle: dict) -> list[_Entry]:
         if method not in ORDER:
             raise errors.bad_request(f"Bundle.entry[{index}].request.method is not a supported method")
         resource = raw.get("resource")
-        if method in ("POST", "PUT") and not isinstance(resource, dict):
+        if method in ("POST", "PUT", "PATCH") and not isinstance(resource, dict):
             raise errors.bad_request(f"Bundle.entry[{index}] ({method}) has no resource", code="required")
         entries.append(
             _Entry(index, method, request["url"].lstrip("/"), resource, raw.get("fullUrl"), request)
@@ -200,7 +202,26 @@ def _execute(repository: Repository, entry: _Entry) -> EntryResult:
         return _delete(repository, entry)
     if entry.method in ("GET", "HEAD"):
         return _get(repository, entry)
-    raise errors.not_supported("PATCH inside a Bundle is not supported yet; use PATCH on the resource")
+    return _patch(repository, entry)
+
+
+def _patch(repository: Repository, entry: _Entry) -> EntryResult:
+    """A JSON Patch travels as a Binary resource (http://hl7.org/fhir/R4/http.html#patch)."""
+    match = _INSTANCE_URL.match(entry.url)
+    binary = entry.resource or {}
+    if match is None or binary.get("resourceType") != "Binary" or binary.get("contentType") != JSON_PATCH:
+        raise errors.not_supported(
+            f"PATCH entries need request.url Type/id and a Binary resource with contentType {JSON_PATCH}"
+        )
+    try:
+        body = base64.b64decode(binary.get("data", ""), validate=True)
+    except ValueError:
+        raise errors.bad_request("The Binary's data is not base64", code="structure") from None
+    operations = parse_json_patch(body)
+    stored = apply_json_patch(
+        repository, match[1], match[2], operations, _version(entry.request.get("ifMatch"))
+    )
+    return EntryResult("200 OK", stored)
 
 
 def _post(repository: Repository, entry: _Entry) -> EntryResult:
@@ -253,11 +274,7 @@ def _get(repository: Repository, entry: _Entry) -> EntryResult:
 
 
 def _version(etag: str | None) -> int | None:
-    if etag is None:
-        return None
-    from fhirserver.api.endpoint import version_of
-
-    return version_of(etag)
+    return None if etag is None else version_of(etag)
 
 
 _REASONS = {

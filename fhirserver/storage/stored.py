@@ -22,3 +22,11 @@ class StoredResource:
     @property
     def location(self) -> str:
         return f"{self.resource_type}/{self.resource_id}/_history/{self.version_id}"
+
+
+def version_of(etag: str) -> int | None:
+    """The version in an ETag as clients send it: W/"3", "3" or 3 (None if it is none of those)."""
+    tag = etag.strip()
+    tag = tag[2:] if tag.startswith("W/") else tag
+    tag = tag.strip('"')
+    return int(tag) if tag.isdigit() else None
