@@ -52,22 +52,120 @@ class ResourceVersion(models.Model):
         return f"{self.resource_type}/{self.resource_id}/_history/{self.version_id}"
 
 
-class TokenIndex(models.Model):
-    """Token search values (system|code) of current resources, one row per value."""
+class SearchIndex(models.Model):
+    """Search-index rows of the current version of a resource: one row per extracted value
+    of one search parameter (fhirserver.search.extraction). Replaced on every write."""
 
     id = models.BigAutoField(primary_key=True)
     resource_type = models.CharField(max_length=64)
     resource_id = models.CharField(max_length=64)
     param = models.CharField(max_length=100)
-    system = models.TextField(null=True)  # noqa: DJ001 (absent system differs from "")
-    code = models.TextField()
 
     class Meta:
-        db_table = "fhir_index_token"
-        indexes = [
-            models.Index(fields=["resource_type", "param", "code", "system"], name="fhir_token_lookup"),
-            models.Index(fields=["resource_type", "resource_id"], name="fhir_token_resource"),
-        ]
+        abstract = True
 
     def __str__(self) -> str:
-        return f"{self.resource_type}/{self.resource_id} {self.param}={self.system}|{self.code}"
+        return f"{self.resource_type}/{self.resource_id} {self.param}"
+
+
+def index_meta(table: str, *value_fields: str) -> type:
+    """Meta of an index table: look-ups by (type, param, values), deletion by resource."""
+    short = table.removeprefix("fhir_index_")
+    return type(
+        "Meta",
+        (),
+        {
+            "db_table": table,
+            "indexes": [
+                models.Index(fields=["resource_type", "param", *value_fields], name=f"fhir_{short}_lookup"),
+                models.Index(fields=["resource_type", "resource_id"], name=f"fhir_{short}_resource"),
+            ],
+        },
+    )
+
+
+class TokenIndex(SearchIndex):
+    """token: system|code, with the display text for :text."""
+
+    system = models.TextField(null=True)  # noqa: DJ001 (no system is not the empty system)
+    code = models.TextField()
+    text = models.TextField(null=True)  # noqa: DJ001
+
+    Meta = index_meta("fhir_index_token", "code", "system")
+
+
+class IdentifierTypeIndex(SearchIndex):
+    """Identifier.type plus value, for token :of-type (search.html#token)."""
+
+    type_system = models.TextField(null=True)  # noqa: DJ001
+    type_code = models.TextField()
+    value = models.TextField()
+
+    Meta = index_meta("fhir_index_identifier_type", "type_code", "value")
+
+
+class StringIndex(SearchIndex):
+    """string: `normalized` is lowercase without accents, for the default starts-with match."""
+
+    normalized = models.TextField()
+    original = models.TextField()
+
+    class Meta:
+        db_table = "fhir_index_string"
+        indexes = [
+            # text_pattern_ops: the index serves LIKE 'prefix%' whatever the database collation.
+            models.Index(
+                fields=["resource_type", "param", "normalized"],
+                name="fhir_string_lookup",
+                opclasses=["varchar_pattern_ops", "varchar_pattern_ops", "text_pattern_ops"],
+            ),
+            models.Index(fields=["resource_type", "resource_id"], name="fhir_string_resource"),
+        ]
+
+
+class DateIndex(SearchIndex):
+    """date: the period a value stands for, [start, end)."""
+
+    start = models.DateTimeField()
+    end = models.DateTimeField()
+
+    Meta = index_meta("fhir_index_date", "start", "end")
+
+
+class NumberIndex(SearchIndex):
+    """number: the value and its implicit precision range [low, high)."""
+
+    value = models.DecimalField(max_digits=40, decimal_places=18)
+    low = models.DecimalField(max_digits=40, decimal_places=18)
+    high = models.DecimalField(max_digits=40, decimal_places=18)
+
+    Meta = index_meta("fhir_index_number", "value")
+
+
+class QuantityIndex(SearchIndex):
+    """quantity: value with precision range, and its unit system, code and unit text."""
+
+    value = models.DecimalField(max_digits=40, decimal_places=18)
+    low = models.DecimalField(max_digits=40, decimal_places=18)
+    high = models.DecimalField(max_digits=40, decimal_places=18)
+    system = models.TextField(null=True)  # noqa: DJ001
+    code = models.TextField(null=True)  # noqa: DJ001
+    unit = models.TextField(null=True)  # noqa: DJ001
+
+    Meta = index_meta("fhir_index_quantity", "code", "value")
+
+
+class ReferenceIndex(SearchIndex):
+    """reference: a local target (type, id) and/or an absolute or canonical URL."""
+
+    target_type = models.CharField(max_length=64, null=True)  # noqa: DJ001
+    target_id = models.CharField(max_length=64, null=True)  # noqa: DJ001
+    url = models.TextField(null=True)  # noqa: DJ001
+
+    Meta = index_meta("fhir_index_reference", "target_id", "target_type")
+
+
+class UriIndex(SearchIndex):
+    uri = models.TextField()
+
+    Meta = index_meta("fhir_index_uri", "uri")

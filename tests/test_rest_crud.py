@@ -149,7 +149,7 @@ def test_conditional_create(fhir):
     assert second.json()["id"] == first.json()["id"]
     create(fhir, patient(identifier=[identifier]))  # a duplicate, made without the condition
     assert_outcome(fhir.post("/Patient", json=patient(), headers=condition), 412)
-    assert_outcome(fhir.post("/Patient", json=patient(), headers={"If-None-Exist": "name=x"}), 400)
+    assert_outcome(fhir.post("/Patient", json=patient(), headers={"If-None-Exist": "nonsense=x"}), 400)
 
 
 def test_conditional_update_and_delete(fhir):

@@ -40,7 +40,8 @@ def bundle_response(
         header["link"] = [{"relation": relation, "url": url} for relation, url in links]
     fmt = response_format(request)
     if fmt != JSON or wants_shaping(request, fmt):
-        header["entry"] = [_entry_dict(entry) for entry in entries]
+        if entries:
+            header["entry"] = [_entry_dict(entry) for entry in entries]
         return fhir_response(request, header, status, shaped=False)
     response = HttpResponse(_json_bytes(header, entries), status=status)
     response["Content-Type"] = CONTENT_TYPES[JSON]

@@ -11,7 +11,8 @@ from django.http import HttpRequest, HttpResponse
 from fhirserver.api.endpoint import base_url
 from fhirserver.api.negotiation import fhir_response
 from fhirserver.registry import r4
-from fhirserver.search import criteria
+from fhirserver.search.query import parameters_for
+from fhirserver.search.sql import SUPPORTED_TYPES
 
 TYPE_INTERACTIONS = (
     "read",
@@ -79,8 +80,9 @@ def _resource(resource_type: str) -> dict:
 
 
 def _search_params(resource_type: str) -> list[dict]:
-    params = []
-    for sp in r4().search_parameters:
-        if sp.code in criteria.SUPPORTED and (resource_type in sp.base or "Resource" in sp.base):
-            params.append({"name": sp.code, "definition": sp.url, "type": sp.type})
-    return params
+    """The parameters search evaluates: those of an indexed type with an expression, and _id."""
+    return [
+        {"name": code, "definition": sp.url, "type": sp.type}
+        for code, sp in sorted(parameters_for(resource_type).items())
+        if sp.type in SUPPORTED_TYPES and (sp.expression or code == "_id")
+    ]

@@ -38,10 +38,17 @@ def encode_cursor(position: tuple) -> str:
     return base64.urlsafe_b64encode(orjson.dumps(list(position))).decode().rstrip("=")
 
 
-def link(request: HttpRequest, position: tuple | None = None) -> str:
-    """This request's URL, with the cursor replaced by `position` (None: first page)."""
-    params = [(k, v) for k, values in request.GET.lists() if k != CURSOR for v in values]
+def link(
+    request: HttpRequest, position: tuple | None = None, pairs: list[tuple[str, str]] | None = None
+) -> str:
+    """This request as a GET URL, with the cursor replaced by `position` (None: first page).
+    `pairs` are the request's parameters when they did not all come in the query string
+    (POST _search); the link then names the type, not _search."""
+    if pairs is None:
+        pairs = [(k, v) for k, values in request.GET.lists() for v in values]
+    params = [(k, v) for k, v in pairs if k != CURSOR]
     if position is not None:
         params.append((CURSOR, encode_cursor(position)))
     query = urlencode(params)
-    return request.build_absolute_uri(request.path) + (f"?{query}" if query else "")
+    path = request.path.removesuffix("/_search")
+    return request.build_absolute_uri(path) + (f"?{query}" if query else "")

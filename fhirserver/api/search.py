@@ -1,13 +1,14 @@
-"""Type-level search (http://hl7.org/fhir/R4/search.html), GET and POST _search.
+"""search: type level (GET and POST _search), compartment and system level
+(http://hl7.org/fhir/R4/search.html, http.html#search).
 
-So far with the criteria conditional interactions use (`_id`, `identifier`); any other
-parameter is ignored and reported in an OperationOutcome entry, as the spec allows
+Unknown or unsupported parameters are ignored and listed in an OperationOutcome entry
 (search.html#errors), or refused with `Prefer: handling=strict`.
 """
 
 from __future__ import annotations
 
-from urllib.parse import urlencode
+from datetime import datetime
+from decimal import Decimal
 
 from django.db import connection
 from django.http import HttpRequest, HttpResponse
@@ -17,63 +18,104 @@ from fhirserver.api import paging
 from fhirserver.api.bundles import Entry, bundle_response
 from fhirserver.api.endpoint import base_url
 from fhirserver.operation_outcome import outcome_from_issues
-from fhirserver.search import criteria
+from fhirserver.registry import r4
+from fhirserver.search import query as search_query
+from fhirserver.search import sorting, sql
 from fhirserver.storage.repository import require_resource_type
 
-CONTROL = frozenset({"_count", "_cursor", "_total", "_format", "_pretty", "_summary", "_elements"})
 
-
-def search(request: HttpRequest, resource_type: str, params: list[tuple[str, str]]) -> HttpResponse:
+def search(
+    request: HttpRequest, resource_type: str, pairs: list[tuple[str, str]], extra: list[tuple[str, list]] = ()
+) -> HttpResponse:
+    """Search one type; `extra` adds SQL conditions (compartments) to the parsed criteria."""
     require_resource_type(resource_type)
-    used = [(k, v) for k, v in params if k.split(":", 1)[0] in criteria.SUPPORTED and ":" not in k]
-    used_names = {name for name, _value in used}
-    ignored = sorted({name for name, _value in params if name not in CONTROL and name not in used_names})
-    if ignored and "handling=strict" in request.headers.get("Prefer", ""):
-        raise errors.not_supported(f"Unsupported search parameters: {', '.join(ignored)}")
-    ids = criteria.matching_ids(resource_type, urlencode(used)) if used else None
+    parsed = search_query.parse(resource_type, pairs, sql.SUPPORTED_TYPES)
+    if parsed.ignored and "handling=strict" in request.headers.get("Prefer", ""):
+        raise errors.not_supported(f"Unsupported search parameters: {', '.join(sorted(set(parsed.ignored)))}")
+    conditions, params = sql.where(resource_type, parsed.clauses)
+    for condition, condition_params in extra:
+        conditions.append(condition)
+        params += condition_params
+    keys = sorting.sort_keys(resource_type, request.GET.get("_sort"))
     limit = paging.page_size(request)
-    after = paging.cursor(request)
-    rows = _page(resource_type, ids, after[0] if after else None, limit + 1)
-    base = base_url(request)
-    links = [("self", paging.link(request, after))]
+    cursor = paging.cursor(request)
+    total = _total(request, resource_type, conditions, params)
+    if request.GET.get("_summary") == "count":
+        return bundle_response(
+            request, "searchset", [], total=total, links=[("self", paging.link(request, None, pairs))]
+        )
+    rows = _page(resource_type, conditions, params, keys, cursor, limit + 1)
+    links = [("self", paging.link(request, cursor, pairs))]
     if len(rows) > limit:
         rows = rows[:limit]
-        links.append(("next", paging.link(request, (rows[-1][0],))))
-    total = _total(resource_type, ids) if request.GET.get("_total", "accurate") != "none" else None
-    if request.GET.get("_summary") == "count":
-        return bundle_response(request, "searchset", [], total=total, links=links[:1])
+        links.append(("next", paging.link(request, _position(rows[-1][2:]), pairs)))
+    base = base_url(request)
     entries = [
-        Entry(f"{base}/{resource_type}/{rid}", content, {"search": {"mode": "match"}})
-        for rid, content in rows
+        Entry(f"{base}/{resource_type}/{row[0]}", row[1], {"search": {"mode": "match"}}) for row in rows
     ]
-    if ignored:
-        entries.append(_ignored_outcome(ignored))
+    if parsed.ignored:
+        entries.append(_ignored_outcome(sorted(set(parsed.ignored))))
     return bundle_response(request, "searchset", entries, total=total, links=links)
 
 
-def _page(resource_type: str, ids: set[str] | None, after: str | None, limit: int) -> list[tuple[str, str]]:
-    sql = "SELECT resource_id, content FROM fhir_resource WHERE resource_type = %s AND NOT deleted"
-    params: list = [resource_type]
-    if ids is not None:
-        sql += " AND resource_id = ANY(%s)"
-        params.append(list(ids))
-    if after is not None:
-        sql += " AND resource_id > %s"
-        params.append(after)
-    sql += " ORDER BY resource_id LIMIT %s"
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [*params, limit])
-        return cursor.fetchall()
-
-
-def _total(resource_type: str, ids: set[str] | None) -> int:
-    if ids is not None:
-        return len(ids)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT count(*) FROM fhir_resource WHERE resource_type = %s AND NOT deleted", [resource_type]
+def compartment_search(
+    request: HttpRequest,
+    compartment: str,
+    compartment_id: str,
+    resource_type: str,
+    pairs: list[tuple[str, str]],
+) -> HttpResponse:
+    """Patient/[id]/[type]?...: resources of that type in the patient's compartment."""
+    if compartment != "Patient":
+        raise errors.not_supported(f"Only the Patient compartment is supported, not {compartment}")
+    require_resource_type(resource_type)
+    links = r4().patient_compartment.get(resource_type)
+    if not links:
+        raise errors.bad_request(f"{resource_type} is not in the Patient compartment")
+    if resource_type == "Patient":
+        condition = ("r.resource_id = %s", [compartment_id])
+    else:
+        condition = (
+            "r.resource_id IN (SELECT c.resource_id FROM fhir_index_reference c WHERE c.resource_type = %s"
+            " AND c.param = ANY(%s) AND c.target_type = 'Patient' AND c.target_id = %s)",
+            [resource_type, list(links), compartment_id],
         )
-        return cursor.fetchone()[0]
+    return search(request, resource_type, pairs, extra=[condition])
+
+
+def _page(resource_type: str, conditions: list[str], params: list, keys, cursor, limit: int) -> list[tuple]:
+    columns, key_params = sorting.select_keys(keys)
+    where = " AND ".join(["r.resource_type = %s", "NOT r.deleted", *conditions])
+    inner = f"SELECT r.resource_id, r.content, {columns} FROM fhir_resource r WHERE {where}"
+    outer_params: list = []
+    outer = ""
+    if cursor is not None:
+        outer, outer_params = sorting.after(keys, cursor)
+        outer = "WHERE " + outer
+    order, _ = sorting.order_by(keys)
+    statement = f"SELECT * FROM ({inner}) s {outer} {order} LIMIT %s"
+    with connection.cursor() as db:
+        db.execute(statement, [*key_params, resource_type, *params, *outer_params, limit])
+        return db.fetchall()
+
+
+def _total(request: HttpRequest, resource_type: str, conditions: list[str], params: list) -> int | None:
+    wanted = request.GET.get("_total", "none")
+    if wanted not in ("none", "estimate", "accurate"):
+        raise errors.bad_request("_total must be none, estimate or accurate")
+    if wanted == "none" and request.GET.get("_summary") != "count":
+        return None
+    where = " AND ".join(["r.resource_type = %s", "NOT r.deleted", *conditions])
+    with connection.cursor() as db:
+        db.execute(f"SELECT count(*) FROM fhir_resource r WHERE {where}", [resource_type, *params])
+        return db.fetchone()[0]
+
+
+def _position(values: tuple) -> tuple:
+    """Sort values as JSON-safe cursor values (re-cast by type in SQL)."""
+    return tuple(
+        v.isoformat() if isinstance(v, datetime) else str(v) if isinstance(v, Decimal) else v for v in values
+    )
 
 
 def _ignored_outcome(names: list[str]) -> Entry:

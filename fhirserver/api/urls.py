@@ -19,5 +19,6 @@ urlpatterns = [
     re_path(rf"^{TYPE}/_history$", views.type_history),
     re_path(rf"^{TYPE}/{ID}$", views.instance),
     re_path(rf"^{TYPE}/{ID}/_history$", views.instance_history),
+    re_path(rf"^{TYPE}/{ID}/(?P<target_type>[A-Z][A-Za-z]+)$", views.compartment),
     re_path(rf"^{TYPE}/{ID}/_history/(?P<version_id>[^/]+)$", views.version),
 ]

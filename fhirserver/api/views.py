@@ -59,6 +59,15 @@ def type_search(request: HttpRequest, resource_type: str) -> HttpResponse:
 
 
 @fhir_endpoint
+def compartment(request: HttpRequest, resource_type: str, resource_id: str, target_type: str) -> HttpResponse:
+    if request.method != "GET":
+        raise _not_allowed(request)
+    return search.compartment_search(
+        request, resource_type, resource_id, target_type, list(_pairs(request.GET))
+    )
+
+
+@fhir_endpoint
 def type_history(request: HttpRequest, resource_type: str) -> HttpResponse:
     if request.method != "GET":
         raise _not_allowed(request)

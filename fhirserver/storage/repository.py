@@ -20,7 +20,8 @@ from django.db import connection, transaction
 
 from fhirserver import errors
 from fhirserver.registry import r4
-from fhirserver.search import criteria, tokens
+from fhirserver.search import criteria
+from fhirserver.search.extraction import extract
 from fhirserver.storage.rows import RowWriter
 from fhirserver.storage.stored import StoredResource
 from fhirserver.validation import validate_resource
@@ -231,7 +232,7 @@ class Repository:
             stored = StoredResource(
                 resource_type, resource_id, previous.version_id + 1, now(), deleted=True, content=None
             )
-            self._rows.add(stored, "DELETE", tokens=[], replaces=True)
+            self._rows.add(stored, "DELETE", rows=None, replaces=True)
             self._send()
             return stored
 
@@ -265,9 +266,7 @@ class Repository:
         stored = StoredResource(
             resource_type, resource_id, version_id, last_updated, False, orjson.dumps(body).decode()
         )
-        self._rows.add(
-            stored, method, tokens.token_rows(resource_type, resource_id, body), replaces=previous is not None
-        )
+        self._rows.add(stored, method, extract(body), replaces=previous is not None)
         self._send()
         return stored
 

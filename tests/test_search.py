@@ -1,0 +1,248 @@
+"""Search semantics over real HTTP (http://hl7.org/fhir/R4/search.html).
+
+Every test creates its own resources carrying a unique marker (an identifier), and searches
+with that marker ANDed in, so tests never see each other's data.
+"""
+
+import uuid
+
+import pytest
+
+MARK = "urn:test:search"
+
+
+@pytest.fixture
+def marker() -> str:
+    return uuid.uuid4().hex
+
+
+def make(fhir, marker: str, resource: dict) -> dict:
+    body = {**resource, "identifier": [*resource.get("identifier", []), {"system": MARK, "value": marker}]}
+    response = fhir.post(f"/{resource['resourceType']}", json=body)
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def ids(fhir, marker: str, resource_type: str, **params) -> set[str]:
+    response = fhir.get(f"/{resource_type}", params={"identifier": f"{MARK}|{marker}", **params})
+    assert response.status_code == 200, response.text
+    bundle = response.json()
+    assert bundle["type"] == "searchset"
+    return {e["resource"]["id"] for e in bundle.get("entry", []) if e["search"]["mode"] == "match"}
+
+
+def observation(code: str, value: float | None = None, **extra) -> dict:
+    resource = {
+        "resourceType": "Observation",
+        "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": code, "display": f"Code {code}"}]},
+        **extra,
+    }
+    if value is not None:
+        resource["valueQuantity"] = {
+            "value": value,
+            "unit": "kg",
+            "system": "http://unitsofmeasure.org",
+            "code": "kg",
+        }
+    return resource
+
+
+def test_string_starts_with_exact_contains_accents(fhir, marker):
+    sanchez = make(
+        fhir, marker, {"resourceType": "Patient", "name": [{"family": "Sánchez", "given": ["Ana"]}]}
+    )
+    other = make(fhir, marker, {"resourceType": "Patient", "name": [{"family": "Sanders"}]})
+    assert ids(fhir, marker, "Patient", family="sanch") == {sanchez["id"]}
+    assert ids(fhir, marker, "Patient", family="SAN") == {sanchez["id"], other["id"]}
+    assert ids(fhir, marker, "Patient", **{"family:exact": "Sánchez"}) == {sanchez["id"]}
+    assert ids(fhir, marker, "Patient", **{"family:exact": "sánchez"}) == set()
+    assert ids(fhir, marker, "Patient", **{"name:contains": "nche"}) == {sanchez["id"]}
+    assert ids(fhir, marker, "Patient", name="ana") == {sanchez["id"]}
+
+
+def test_token_forms_and_modifiers(fhir, marker):
+    glucose = make(fhir, marker, observation("2345-7"))
+    weight = make(fhir, marker, observation("29463-7"))
+    assert ids(fhir, marker, "Observation", code="http://loinc.org|2345-7") == {glucose["id"]}
+    assert ids(fhir, marker, "Observation", code="2345-7") == {glucose["id"]}
+    assert ids(fhir, marker, "Observation", code="|2345-7") == set()
+    assert ids(fhir, marker, "Observation", code="http://loinc.org|") == {glucose["id"], weight["id"]}
+    assert ids(fhir, marker, "Observation", code="2345-7,29463-7") == {glucose["id"], weight["id"]}
+    assert ids(fhir, marker, "Observation", **{"code:not": "2345-7"}) == {weight["id"]}
+    assert ids(fhir, marker, "Observation", **{"code:text": "code 2345"}) == {glucose["id"]}
+
+
+def test_identifier_of_type(fhir, marker):
+    mrn = {
+        "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "MR"}]},
+        "system": "urn:mrn",
+        "value": "M-" + marker,
+    }
+    patient = make(fhir, marker, {"resourceType": "Patient", "identifier": [mrn]})
+    query = f"http://terminology.hl7.org/CodeSystem/v2-0203|MR|M-{marker}"
+    assert ids(fhir, marker, "Patient", **{"identifier:of-type": query}) == {patient["id"]}
+
+
+def test_date_prefixes_and_precision(fhir, marker):
+    early = make(fhir, marker, {"resourceType": "Patient", "birthDate": "1970-03-15"})
+    late = make(fhir, marker, {"resourceType": "Patient", "birthDate": "1990-07-01"})
+    both = {early["id"], late["id"]}
+    assert ids(fhir, marker, "Patient", birthdate="1970") == {early["id"]}
+    assert ids(fhir, marker, "Patient", birthdate="1970-03") == {early["id"]}
+    assert ids(fhir, marker, "Patient", birthdate="eq1970-03-15") == {early["id"]}
+    assert ids(fhir, marker, "Patient", birthdate="ne1970-03-15") == {late["id"]}
+    assert ids(fhir, marker, "Patient", birthdate="gt1980") == {late["id"]}
+    assert ids(fhir, marker, "Patient", birthdate="lt1980") == {early["id"]}
+    assert ids(fhir, marker, "Patient", birthdate="ge1990-07-01") == {late["id"]}
+    assert ids(fhir, marker, "Patient", birthdate="le1970-03-15") == {early["id"]}
+    assert ids(fhir, marker, "Patient", birthdate="sa1980") == {late["id"]}
+    assert ids(fhir, marker, "Patient", birthdate="eb1980") == {early["id"]}
+    assert ids(fhir, marker, "Patient", birthdate="ap1970-03-16") == {early["id"]}
+    # repeated parameter = AND: a range
+    response = fhir.get(
+        "/Patient",
+        params=[("identifier", f"{MARK}|{marker}"), ("birthdate", "ge1960"), ("birthdate", "lt2000")],
+    )
+    assert {e["resource"]["id"] for e in response.json()["entry"]} == both
+
+
+def test_date_on_periods_and_datetimes(fhir, marker):
+    at = make(fhir, marker, observation("1-1", effectiveDateTime="2020-05-05T10:00:00+02:00"))
+    span = make(
+        fhir, marker, observation("1-2", effectivePeriod={"start": "2020-05-01", "end": "2020-05-31"})
+    )
+    assert ids(fhir, marker, "Observation", date="2020-05-05") == {at["id"]}
+    assert ids(fhir, marker, "Observation", date="2020-05") == {at["id"], span["id"]}
+    assert ids(fhir, marker, "Observation", date="gt2020-05-10") == {span["id"]}
+
+
+def test_quantity_and_number(fhir, marker):
+    light = make(fhir, marker, observation("29463-7", 60.5))
+    heavy = make(fhir, marker, observation("29463-7", 99))
+    assert ids(fhir, marker, "Observation", **{"value-quantity": "60.5"}) == {light["id"]}
+    assert ids(fhir, marker, "Observation", **{"value-quantity": "60"}) == set()  # precision: [59.5, 60.5)
+    assert ids(fhir, marker, "Observation", **{"value-quantity": "61"}) == {light["id"]}  # [60.5, 61.5)
+    assert ids(fhir, marker, "Observation", **{"value-quantity": "gt70"}) == {heavy["id"]}
+    assert ids(fhir, marker, "Observation", **{"value-quantity": "le60.5|http://unitsofmeasure.org|kg"}) == {
+        light["id"]
+    }
+    assert ids(fhir, marker, "Observation", **{"value-quantity": "99||kg"}) == {heavy["id"]}
+    assert ids(fhir, marker, "Observation", **{"value-quantity": "99||g"}) == set()
+    assert ids(fhir, marker, "Observation", **{"value-quantity": "ap100"}) == {heavy["id"]}
+
+
+def test_reference_forms(fhir, marker):
+    patient = make(fhir, marker, {"resourceType": "Patient"})
+    group = make(fhir, marker, {"resourceType": "Group", "type": "person", "actual": True})
+    of_patient = make(fhir, marker, observation("3-1", subject={"reference": f"Patient/{patient['id']}"}))
+    of_group = make(fhir, marker, observation("3-2", subject={"reference": f"Group/{group['id']}"}))
+    assert ids(fhir, marker, "Observation", subject=f"Patient/{patient['id']}") == {of_patient["id"]}
+    assert ids(fhir, marker, "Observation", subject=patient["id"]) == {of_patient["id"]}
+    assert ids(fhir, marker, "Observation", patient=patient["id"]) == {of_patient["id"]}
+    assert ids(fhir, marker, "Observation", **{"subject:Group": group["id"]}) == {of_group["id"]}
+    assert ids(fhir, marker, "Observation", patient=f"Group/{group['id']}") == set()
+    absolute = f"{fhir.base_url}/Patient/{patient['id']}"
+    assert ids(fhir, marker, "Observation", subject=absolute) == {of_patient["id"]}
+
+
+def test_uri_below_and_above(fhir, marker):
+    vs = make(
+        fhir, marker, {"resourceType": "ValueSet", "status": "active", "url": "http://example.org/fhir/vs/a"}
+    )
+    assert ids(fhir, marker, "ValueSet", url="http://example.org/fhir/vs/a") == {vs["id"]}
+    assert ids(fhir, marker, "ValueSet", **{"url:below": "http://example.org/fhir"}) == {vs["id"]}
+    assert ids(fhir, marker, "ValueSet", **{"url:above": "http://example.org/fhir/vs/a/b"}) == {vs["id"]}
+    assert ids(fhir, marker, "ValueSet", url="http://example.org/fhir") == set()
+
+
+def test_missing(fhir, marker):
+    born = make(fhir, marker, {"resourceType": "Patient", "birthDate": "2001-01-01"})
+    unborn = make(fhir, marker, {"resourceType": "Patient"})
+    assert ids(fhir, marker, "Patient", **{"birthdate:missing": "true"}) == {unborn["id"]}
+    assert ids(fhir, marker, "Patient", **{"birthdate:missing": "false"}) == {born["id"]}
+
+
+def test_common_parameters(fhir, marker):
+    tagged = make(
+        fhir,
+        marker,
+        {
+            "resourceType": "Patient",
+            "meta": {
+                "tag": [{"system": "urn:tags", "code": "vip"}],
+                "profile": ["http://example.org/StructureDefinition/p"],
+            },
+        },
+    )
+    plain = make(fhir, marker, {"resourceType": "Patient"})
+    assert ids(fhir, marker, "Patient", _tag="urn:tags|vip") == {tagged["id"]}
+    assert ids(fhir, marker, "Patient", _profile="http://example.org/StructureDefinition/p") == {tagged["id"]}
+    assert ids(fhir, marker, "Patient", _id=plain["id"]) == {plain["id"]}
+    assert ids(fhir, marker, "Patient", _lastUpdated=f"ge{tagged['meta']['lastUpdated']}") >= {tagged["id"]}
+
+
+def test_sort_and_keyset_paging(fhir, marker):
+    made = [
+        make(fhir, marker, {"resourceType": "Patient", "birthDate": f"19{n}0-01-01"}) for n in range(5, 10)
+    ]
+    page = fhir.get(
+        "/Patient", params={"identifier": f"{MARK}|{marker}", "_sort": "-birthdate", "_count": 2}
+    ).json()
+    seen = [e["resource"]["birthDate"] for e in page["entry"]]
+    while next_links := [link["url"] for link in page["link"] if link["relation"] == "next"]:
+        # a resource written meanwhile must not shift the pages
+        make(fhir, marker, {"resourceType": "Patient", "birthDate": "2000-01-01"}) if len(seen) == 2 else None
+        page = fhir.get(next_links[0]).json()
+        seen += [e["resource"]["birthDate"] for e in page.get("entry", [])]
+    assert seen[:5] == sorted((m["birthDate"] for m in made), reverse=True)
+    assert "2000-01-01" not in seen[:5]
+
+
+def test_total_and_summary_count(fhir, marker):
+    for _ in range(3):
+        make(fhir, marker, {"resourceType": "Patient"})
+    counted = fhir.get("/Patient", params={"identifier": f"{MARK}|{marker}", "_summary": "count"}).json()
+    assert counted["total"] == 3 and "entry" not in counted
+    accurate = fhir.get("/Patient", params={"identifier": f"{MARK}|{marker}", "_total": "accurate"}).json()
+    assert accurate["total"] == 3
+
+
+def test_unknown_parameters_are_reported_or_refused(fhir, marker):
+    make(fhir, marker, {"resourceType": "Patient"})
+    lenient = fhir.get("/Patient", params={"identifier": f"{MARK}|{marker}", "nonsense": "1"}).json()
+    outcome = [e for e in lenient["entry"] if e["search"]["mode"] == "outcome"]
+    assert "nonsense" in outcome[0]["resource"]["issue"][0]["diagnostics"]
+    strict = fhir.get("/Patient", params={"nonsense": "1"}, headers={"Prefer": "handling=strict"})
+    assert strict.status_code == 400
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"birthdate": "notadate"},
+        {"birthdate": "xx2020"},
+        {"birthdate": "2020-13-01"},
+        {"_count": "-1"},
+        {"_sort": "nonsense"},
+        {"_total": "maybe"},
+        {"birthdate:missing": "perhaps"},
+        {"value-quantity": "abc"},
+    ],
+)
+def test_malformed_values_are_400(fhir, params):
+    resource_type = "Observation" if "value-quantity" in params else "Patient"
+    response = fhir.get(f"/{resource_type}", params=params)
+    assert response.status_code == 400, response.text
+    assert response.json()["resourceType"] == "OperationOutcome"
+
+
+def test_post_search_and_compartment(fhir, marker):
+    patient = make(fhir, marker, {"resourceType": "Patient", "gender": "female"})
+    obs = make(fhir, marker, observation("4-1", subject={"reference": f"Patient/{patient['id']}"}))
+    response = fhir.post("/Patient/_search", data={"identifier": f"{MARK}|{marker}", "gender": "female"})
+    assert response.status_code == 200, response.text
+    assert [e["resource"]["id"] for e in response.json()["entry"]] == [patient["id"]]
+    compartment = fhir.get(f"/Patient/{patient['id']}/Observation").json()
+    assert [e["resource"]["id"] for e in compartment["entry"]] == [obs["id"]]
+    assert fhir.get(f"/Patient/{patient['id']}/Organization").status_code == 400
