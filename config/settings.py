@@ -164,6 +164,7 @@ FHIR_SERVER_RELEASE_DATE = "2026-11-21"
 FHIR_PAGE_SIZE = int(env_str("FHIR_PAGE_SIZE", "50"))
 FHIR_MAX_PAGE_SIZE = int(env_str("FHIR_MAX_PAGE_SIZE", "1000"))
 FHIR_CONDITIONAL_DELETE_MAX = int(env_str("FHIR_CONDITIONAL_DELETE_MAX", "100"))
+FHIR_MAX_INCLUDES = int(env_str("FHIR_MAX_INCLUDES", "1000"))  # per search page
 # Request bodies are read whole; the largest Synthea transaction is 60 MB.
 DATA_UPLOAD_MAX_MEMORY_SIZE = int(env_str("FHIR_MAX_BODY_MB", "128")) * 1024 * 1024
 

@@ -21,6 +21,7 @@ from fhirserver.operation_outcome import outcome_from_issues
 from fhirserver.registry import r4
 from fhirserver.search import query as search_query
 from fhirserver.search import sorting, sql
+from fhirserver.search.includes import included, parse_includes
 from fhirserver.storage.repository import require_resource_type
 
 
@@ -30,6 +31,7 @@ def search(
     """Search one type; `extra` adds SQL conditions (compartments) to the parsed criteria."""
     require_resource_type(resource_type)
     parsed = search_query.parse(resource_type, pairs, sql.SUPPORTED_TYPES)
+    includes = parse_includes(pairs)
     if parsed.ignored and "handling=strict" in request.headers.get("Prefer", ""):
         raise errors.not_supported(f"Unsupported search parameters: {', '.join(sorted(set(parsed.ignored)))}")
     conditions, params = sql.where(resource_type, parsed.clauses)
@@ -53,6 +55,11 @@ def search(
     entries = [
         Entry(f"{base}/{resource_type}/{row[0]}", row[1], {"search": {"mode": "match"}}) for row in rows
     ]
+    if includes:
+        found = included(includes, [(resource_type, row[0]) for row in rows])
+        entries += [
+            Entry(f"{base}/{t}/{i}", content, {"search": {"mode": "include"}}) for t, i, content in found
+        ]
     if parsed.ignored:
         entries.append(_ignored_outcome(sorted(set(parsed.ignored))))
     return bundle_response(request, "searchset", entries, total=total, links=links)
