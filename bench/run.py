@@ -11,6 +11,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+import django
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -24,6 +26,8 @@ BENCH_TENANT = "bench"
 
 def main(selected: list[str]) -> None:
     configure_environment(BENCH_DATABASE)
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    django.setup()  # benchmarks may use the project's modules (search compilation, ...)
     create_fresh_database(BENCH_DATABASE, {BENCH_TENANT: "Bench Clinic"})
     # Until SMART tokens exist, the FHIR API is reachable only in development auth mode.
     server = start_server(

@@ -36,6 +36,8 @@ def secure_migrated_schema(sender, using: str = "default", **kwargs) -> None:
     with connection.cursor() as cursor:
         if schema != get_public_schema_name():
             install_policies(cursor, schema)
+        else:
+            install_analyze_function(cursor)
         if runtime_role_exists(cursor):
             grant_runtime_access(cursor, schema)
         else:
@@ -82,6 +84,34 @@ def install_policies(cursor, schema: str) -> None:
             )
 
 
+ANALYZE_FUNCTION = """
+CREATE OR REPLACE FUNCTION public.analyze_current_tenant() RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
+DECLARE
+    tenant text := current_setting('app.current_tenant', true);
+    tbl record;
+BEGIN
+    IF tenant IS NULL OR tenant = '' OR tenant = 'public' THEN
+        RETURN;
+    END IF;
+    FOR tbl IN SELECT tablename FROM pg_tables WHERE schemaname = tenant AND tablename LIKE 'fhir\\_%' LOOP
+        EXECUTE format('ANALYZE %I.%I', tenant, tbl.tablename);
+    END LOOP;
+END
+$$
+"""
+
+
+def install_analyze_function(cursor) -> None:
+    """Let the runtime role refresh planner statistics of its own tenant after bulk loads.
+
+    ANALYZE needs table ownership, which the runtime role must not have; this owner-defined
+    function does only that, only for the tenant of the session. Statistics reveal no rows.
+    """
+    cursor.execute(ANALYZE_FUNCTION)
+    cursor.execute("REVOKE ALL ON FUNCTION public.analyze_current_tenant() FROM PUBLIC")
+
+
 def runtime_role_exists(cursor) -> bool:
     cursor.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [settings.APP_DB_USER])
     return cursor.fetchone() is not None
@@ -103,6 +133,13 @@ def grant_runtime_access(cursor, schema: str) -> None:
             table=sql.Identifier(schema, "django_migrations"), role=params["role"]
         ),
     )
+    if schema == get_public_schema_name():
+        execute(
+            cursor,
+            sql.SQL("GRANT EXECUTE ON FUNCTION public.analyze_current_tenant() TO {role}").format(
+                role=params["role"]
+            ),
+        )
 
 
 def execute(cursor, statement: sql.Composable) -> None:

@@ -117,3 +117,17 @@ def test_runtime_role_cannot_change_policies_or_structure(runtime_db):
     ]:
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             runtime_db.execute(statement)
+
+
+def test_runtime_role_refreshes_statistics_of_its_own_tenant_only(runtime_db, owner_db):
+    runtime_db.execute("SELECT set_config('app.current_tenant', 'beta', false)")
+    runtime_db.execute("SELECT public.analyze_current_tenant()")
+    analyzed = owner_db.execute(
+        "SELECT schemaname, last_analyze IS NOT NULL FROM pg_stat_user_tables WHERE relname = 'fhir_resource'"
+        " AND schemaname IN ('alpha', 'beta') ORDER BY schemaname"
+    ).fetchall()
+    assert ("beta", True) in analyzed
+    rolled = owner_db.execute(
+        "SELECT has_function_privilege('public', 'public.analyze_current_tenant()', 'EXECUTE')"
+    )
+    assert rolled.fetchone() == (False,)

@@ -246,3 +246,18 @@ def test_post_search_and_compartment(fhir, marker):
     compartment = fhir.get(f"/Patient/{patient['id']}/Observation").json()
     assert [e["resource"]["id"] for e in compartment["entry"]] == [obs["id"]]
     assert fhir.get(f"/Patient/{patient['id']}/Organization").status_code == 400
+
+
+def test_system_search_with_type(fhir, marker):
+    patient = make(fhir, marker, {"resourceType": "Patient"})
+    obs = make(fhir, marker, observation("5-1"))
+    response = fhir.get(
+        "", params={"_type": "Patient,Observation", "identifier": f"{MARK}|{marker}", "_count": 1}
+    )
+    assert response.status_code == 200, response.text
+    first = response.json()
+    seen = [e["resource"]["id"] for e in first["entry"]]
+    next_url = next(link["url"] for link in first["link"] if link["relation"] == "next")
+    seen += [e["resource"]["id"] for e in fhir.get(next_url).json()["entry"]]
+    assert seen == [obs["id"], patient["id"]]  # ordered by type, then id
+    assert fhir.get("", params={"identifier": "x"}).status_code == 400

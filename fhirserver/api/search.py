@@ -91,18 +91,25 @@ def compartment_search(
 
 
 def _page(resource_type: str, conditions: list[str], params: list, keys, cursor, limit: int) -> list[tuple]:
+    """One page: (id, content, sort values...). Ids and sort keys are found and ordered first;
+    the (often large) JSON is read for the page's rows only."""
     columns, key_params = sorting.select_keys(keys)
     where = " AND ".join(["r.resource_type = %s", "NOT r.deleted", *conditions])
-    inner = f"SELECT r.resource_id, r.content, {columns} FROM fhir_resource r WHERE {where}"
-    outer_params: list = []
-    outer = ""
+    after, after_params = ("", [])
     if cursor is not None:
-        outer, outer_params = sorting.after(keys, cursor)
-        outer = "WHERE " + outer
+        after, after_params = sorting.after(keys, cursor)
+        after = "WHERE " + after
     order, _ = sorting.order_by(keys)
-    statement = f"SELECT * FROM ({inner}) s {outer} {order} LIMIT %s"
+    sort_columns = ", ".join(f"p.sort_{index}" for index in range(len(keys)))
+    statement = (
+        f"SELECT p.resource_id, r.content, {sort_columns} FROM ("
+        f"SELECT * FROM (SELECT r.resource_id, {columns} FROM fhir_resource r WHERE {where}) s"
+        f" {after} {order} LIMIT %s) p"
+        " JOIN fhir_resource r ON r.resource_type = %s AND r.resource_id = p.resource_id"
+        f" {order.replace('sort_', 'p.sort_')}"
+    )
     with connection.cursor() as db:
-        db.execute(statement, [*key_params, resource_type, *params, *outer_params, limit])
+        db.execute(statement, [*key_params, resource_type, *params, *after_params, limit, resource_type])
         return db.fetchall()
 
 
@@ -133,3 +140,43 @@ def _ignored_outcome(names: list[str]) -> Entry:
         for n in names
     ]
     return Entry(resource=outcome_from_issues(issues), fields={"search": {"mode": "outcome"}})
+
+
+def system_search(request: HttpRequest, pairs: list[tuple[str, str]]) -> HttpResponse:
+    """GET [base]?_type=A,B&...: the parameters common to those types, ordered by type and id."""
+    types = [t for name, value in pairs if name == "_type" for t in value.split(",") if t]
+    if not types:
+        raise errors.not_supported("Search across all types needs _type (search.html#searchall)")
+    if "_sort" in request.GET:
+        raise errors.not_supported("_sort is not supported across several types")
+    for resource_type in types:
+        require_resource_type(resource_type)
+    criteria = [(k, v) for k, v in pairs if k != "_type"]
+    selects, params, ignored = [], [], set()
+    for resource_type in sorted(set(types)):
+        parsed = search_query.parse(resource_type, criteria, sql.SUPPORTED_TYPES)
+        ignored |= set(parsed.ignored)
+        conditions, condition_params = sql.where(resource_type, parsed.clauses)
+        where = " AND ".join(["r.resource_type = %s", "NOT r.deleted", *conditions])
+        selects.append(
+            f"(SELECT r.resource_type, r.resource_id, r.content FROM fhir_resource r WHERE {where})"
+        )
+        params += [resource_type, *condition_params]
+    if ignored and "handling=strict" in request.headers.get("Prefer", ""):
+        raise errors.not_supported(f"Unsupported search parameters: {', '.join(sorted(ignored))}")
+    limit = paging.page_size(request)
+    cursor = paging.cursor(request)
+    after = "WHERE (s.resource_type, s.resource_id) > (%s, %s)" if cursor else ""
+    statement = f"SELECT * FROM ({' UNION ALL '.join(selects)}) s {after} ORDER BY 1, 2 LIMIT %s"
+    with connection.cursor() as db:
+        db.execute(statement, [*params, *(cursor or ()), limit + 1])
+        rows = db.fetchall()
+    links = [("self", paging.link(request, cursor, pairs))]
+    if len(rows) > limit:
+        rows = rows[:limit]
+        links.append(("next", paging.link(request, (rows[-1][0], rows[-1][1]), pairs)))
+    base = base_url(request)
+    entries = [Entry(f"{base}/{t}/{i}", content, {"search": {"mode": "match"}}) for t, i, content in rows]
+    if ignored:
+        entries.append(_ignored_outcome(sorted(ignored)))
+    return bundle_response(request, "searchset", entries, links=links)

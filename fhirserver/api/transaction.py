@@ -6,6 +6,7 @@ from django.http import HttpRequest, HttpResponse
 from fhirserver import errors
 from fhirserver.api.bundles import Entry, bundle_response
 from fhirserver.api.negotiation import parse_body
+from fhirserver.storage import statistics
 from fhirserver.storage.bundles import process_batch, process_transaction
 
 
@@ -21,6 +22,8 @@ def bundle(request: HttpRequest) -> HttpResponse:
         results = process_batch(body)
     else:
         raise errors.bad_request("Bundle.type must be batch or transaction", expression="Bundle.type")
+    if len(results) >= statistics.BULK:
+        statistics.refresh_tenant_statistics()
     entries = [
         Entry(resource=_resource_of(result, request), fields={"response": result.response()})
         for result in results

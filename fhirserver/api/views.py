@@ -20,7 +20,7 @@ def base(request: HttpRequest) -> HttpResponse:
     if request.method == "POST":
         return transaction.bundle(request)
     if request.method == "GET":
-        raise errors.not_supported("Search across all types is not supported yet", status=501)
+        return search.system_search(request, list(_pairs(request.GET)))
     raise _not_allowed(request)
 
 

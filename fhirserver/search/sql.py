@@ -4,6 +4,12 @@ Each clause becomes `r.resource_id IN (SELECT resource_id FROM <index table> ...
 for :not and :missing=true), served by the (resource_type, param, value) index of that table;
 clauses are ANDed, the values of one clause ORed. Parameters only: no value is ever formatted
 into the SQL text.
+
+Chains nest: the criterion at the end of a chain is compiled by the same code against a
+`fhir_resource` alias of its own (t1, t2, ...), and the reference index links that alias's ids
+to the outer resource, forwards for a chain, backwards for `_has`. PostgreSQL flattens these
+IN-subqueries into semi-joins and can start from whichever side is selective, which needs table
+statistics (autovacuum): without any, every estimate is one row and the nested loops multiply.
 """
 
 from __future__ import annotations
@@ -12,7 +18,16 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from fhirserver.search.extraction import normalize
-from fhirserver.search.query import Clause, IdentifierTypeValue, RangeValue, ReferenceValue, TokenValue
+from fhirserver.search.query import (
+    Chain,
+    Clause,
+    Criterion,
+    IdentifierTypeValue,
+    RangeValue,
+    ReferenceValue,
+    ReverseChain,
+    TokenValue,
+)
 
 TABLES = {
     "token": "fhir_index_token",
@@ -26,28 +41,79 @@ TABLES = {
 SUPPORTED_TYPES = frozenset(TABLES)
 
 
-def where(resource_type: str, clauses: list[Clause]) -> tuple[list[str], list]:
+def where(resource_type: str, clauses: list[Criterion]) -> tuple[list[str], list]:
     """SQL conditions on `r` (fhir_resource) and their parameters."""
     conditions, params = [], []
     for clause in clauses:
-        sql, clause_params = _clause(resource_type, clause)
+        sql, clause_params = _criterion(resource_type, clause, 0)
         conditions.append(sql)
         params += clause_params
     return conditions, params
 
 
-def _clause(resource_type: str, clause: Clause) -> tuple[str, list]:
+def _alias(depth: int) -> str:
+    return f"t{depth}" if depth else "r"
+
+
+def _criterion(resource_type: str, criterion: Criterion, depth: int) -> tuple[str, list]:
+    if isinstance(criterion, Chain):
+        return _chain(resource_type, criterion, depth)
+    if isinstance(criterion, ReverseChain):
+        return _reverse_chain(resource_type, criterion, depth)
+    return _clause(resource_type, criterion, _alias(depth))
+
+
+def _chain(resource_type: str, chain: Chain, depth: int) -> tuple[str, list]:
+    # One branch per target type, in a UNION rather than ORed: the planner can turn each branch
+    # into index nested loops, where an OR of IN-subqueries filters every reference row.
+    ref = f"ref{depth + 1}"
+    branches, params = [], []
+    for target_type, criterion in chain.targets.items():
+        ids, ids_params = _matching_ids(target_type, criterion, depth + 1)
+        branches.append(
+            f"SELECT {ref}.resource_id FROM fhir_index_reference {ref}"
+            f" WHERE {ref}.resource_type = %s AND {ref}.param = %s AND {ref}.target_type = %s"
+            f" AND {ref}.target_id IN ({ids})"
+        )
+        params += [resource_type, chain.parameter.code, target_type, *ids_params]
+    return f"{_alias(depth)}.resource_id IN ({' UNION ALL '.join(branches)})", params
+
+
+def _reverse_chain(resource_type: str, has: ReverseChain, depth: int) -> tuple[str, list]:
+    ref = f"ref{depth + 1}"
+    ids, ids_params = _matching_ids(has.source_type, has.criterion, depth + 1)
+    return (
+        f"{_alias(depth)}.resource_id IN (SELECT {ref}.target_id FROM fhir_index_reference {ref}"
+        f" WHERE {ref}.resource_type = %s AND {ref}.param = %s AND {ref}.target_type = %s"
+        f" AND {ref}.resource_id IN ({ids}))",
+        [has.source_type, has.parameter.code, resource_type, *ids_params],
+    )
+
+
+def _matching_ids(resource_type: str, criterion: Criterion, depth: int) -> tuple[str, list]:
+    """Ids of current resources meeting the criterion. Through fhir_resource, not the index
+    alone, so that :not and :missing=true have the type's resources to subtract from."""
+    alias = _alias(depth)
+    sql, params = _criterion(resource_type, criterion, depth)
+    return (
+        f"SELECT {alias}.resource_id FROM fhir_resource {alias}"
+        f" WHERE {alias}.resource_type = %s AND NOT {alias}.deleted AND {sql}",
+        [resource_type, *params],
+    )
+
+
+def _clause(resource_type: str, clause: Clause, alias: str) -> tuple[str, list]:
     table = TABLES[clause.parameter.type]
     code = clause.parameter.code
     if clause.modifier == "missing":
         negate = "NOT " if clause.values[0] else ""
         return (
-            f"r.resource_id {negate}IN (SELECT resource_id FROM {table}"
+            f"{alias}.resource_id {negate}IN (SELECT resource_id FROM {table}"
             " WHERE resource_type = %s AND param = %s)",
             [resource_type, code],
         )
     if code == "_id":
-        return "r.resource_id = ANY(%s)", [[v.code for v in clause.values]]
+        return f"{alias}.resource_id = ANY(%s)", [[v.code for v in clause.values]]
     if clause.modifier == "of-type":
         table = "fhir_index_identifier_type"
     alternatives, params = [], []
@@ -57,7 +123,7 @@ def _clause(resource_type: str, clause: Clause) -> tuple[str, list]:
         params += value_params
     negate = "NOT " if clause.modifier == "not" else ""
     return (
-        f"r.resource_id {negate}IN (SELECT i.resource_id FROM {table} i"
+        f"{alias}.resource_id {negate}IN (SELECT i.resource_id FROM {table} i"
         f" WHERE i.resource_type = %s AND i.param = %s AND ({' OR '.join(alternatives)}))",
         [resource_type, code, *params],
     )

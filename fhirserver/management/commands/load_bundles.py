@@ -15,6 +15,7 @@ from django.db import connection, transaction
 from fhirserver import errors
 from fhirserver.models import Resource
 from fhirserver.storage.bundles import process_batch, process_transaction
+from fhirserver.storage.statistics import refresh_tenant_statistics
 from tenants.lifecycle import TenantError, get_tenant
 
 
@@ -44,6 +45,7 @@ class Command(BaseCommand):
             loaded += self._load(path)
             elapsed = time.perf_counter() - started
             progress(number, len(files), loaded, elapsed)
+        refresh_tenant_statistics()
         elapsed = time.perf_counter() - started
         sys.stderr.write("\n")
         self.stdout.write(
