@@ -261,3 +261,22 @@ def test_system_search_with_type(fhir, marker):
     seen += [e["resource"]["id"] for e in fhir.get(next_url).json()["entry"]]
     assert seen == [obs["id"], patient["id"]]  # ordered by type, then id
     assert fhir.get("", params={"identifier": "x"}).status_code == 400
+
+
+def test_summary_and_elements_shape_search_matches(fhir, marker):
+    make(
+        fhir,
+        marker,
+        {
+            "resourceType": "Patient",
+            "gender": "male",
+            "birthDate": "1999-09-09",
+            "text": {"status": "generated", "div": "<div>x</div>"},
+        },
+    )
+    bundle = fhir.get("/Patient", params={"identifier": f"{MARK}|{marker}", "_elements": "gender"}).json()
+    (resource,) = [e["resource"] for e in bundle["entry"]]
+    assert resource["gender"] == "male" and "birthDate" not in resource
+    assert resource["meta"]["tag"][0]["code"] == "SUBSETTED"
+    summary = fhir.get("/Patient", params={"identifier": f"{MARK}|{marker}", "_summary": "true"}).json()
+    assert "text" not in summary["entry"][0]["resource"]

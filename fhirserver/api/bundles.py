@@ -9,7 +9,14 @@ from dataclasses import dataclass, field
 import orjson
 from django.http import HttpRequest, HttpResponse
 
-from fhirserver.api.negotiation import CONTENT_TYPES, JSON, fhir_response, response_format, wants_shaping
+from fhirserver.api.negotiation import (
+    CONTENT_TYPES,
+    JSON,
+    fhir_response,
+    response_format,
+    shape,
+    wants_shaping,
+)
 from fhirserver.storage.repository import format_instant, now
 
 
@@ -41,21 +48,23 @@ def bundle_response(
     fmt = response_format(request)
     if fmt != JSON or wants_shaping(request, fmt):
         if entries:
-            header["entry"] = [_entry_dict(entry) for entry in entries]
+            header["entry"] = [_entry_dict(request, entry) for entry in entries]
         return fhir_response(request, header, status, shaped=False)
     response = HttpResponse(_json_bytes(header, entries), status=status)
     response["Content-Type"] = CONTENT_TYPES[JSON]
     return response
 
 
-def _entry_dict(entry: Entry) -> dict:
+def _entry_dict(request: HttpRequest, entry: Entry) -> dict:
     result: dict = {}
     if entry.full_url:
         result["fullUrl"] = entry.full_url
     if entry.resource is not None:
-        result["resource"] = (
-            orjson.loads(entry.resource) if isinstance(entry.resource, str) else entry.resource
-        )
+        resource = orjson.loads(entry.resource) if isinstance(entry.resource, str) else entry.resource
+        # _summary and _elements shape the matched resources of a search (search.html#summary).
+        if entry.fields.get("search", {}).get("mode") == "match":
+            resource = shape(request, resource)
+        result["resource"] = resource
     return {**result, **entry.fields}
 
 
