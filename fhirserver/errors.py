@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import orjson
+
 
 @dataclass(frozen=True)
 class Issue:
@@ -50,3 +52,11 @@ def precondition_failed(diagnostics: str) -> FhirError:
 
 def not_supported(diagnostics: str, status: int = 400) -> FhirError:
     return FhirError.single(status, "not-supported", diagnostics)
+
+
+def load_json(body: bytes, what: str) -> object:
+    """Parse JSON from a client; 400 naming where it breaks, never quoting it (it may be PHI)."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise bad_request(f"The {what} is malformed at character {exc.pos}", code="structure") from None

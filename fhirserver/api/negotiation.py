@@ -82,13 +82,7 @@ def parse_body(request: HttpRequest) -> dict:
 
 
 def parse_json(body: bytes) -> dict:
-    try:
-        parsed = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        # The position helps the client; the message never quotes the body (it may be PHI).
-        raise errors.bad_request(
-            f"The JSON body is malformed at character {exc.pos}", code="structure"
-        ) from None
+    parsed = errors.load_json(body, "JSON body")
     if not isinstance(parsed, dict):
         raise errors.bad_request("The JSON body must be an object", code="structure")
     return parsed

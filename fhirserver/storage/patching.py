@@ -17,12 +17,7 @@ JSON_PATCH = "application/json-patch+json"
 
 
 def parse_json_patch(body: bytes) -> jsonpatch.JsonPatch:
-    try:
-        document = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise errors.bad_request(
-            f"The JSON Patch is malformed at character {exc.pos}", code="structure"
-        ) from None
+    document = errors.load_json(body, "JSON Patch")
     if not isinstance(document, list):
         raise errors.bad_request("A JSON Patch document is an array of operations", code="structure")
     try:

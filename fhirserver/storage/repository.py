@@ -102,13 +102,14 @@ class Repository:
         self.flush()
         return criteria.matching_ids(resource_type, query)
 
-    def current(self, resource_type: str, resource_id: str) -> StoredResource | None:
-        """The current row, deleted or not; None if the resource never existed."""
+    def current(self, resource_type: str, resource_id: str, lock: bool = False) -> StoredResource | None:
+        """The current row, deleted or not; None if the resource never existed. `lock` holds
+        it (FOR UPDATE) until the transaction ends, so a version check stays true."""
         self.flush()
         with connection.cursor() as cursor:
             cursor.execute(
                 "SELECT version_id, last_updated, deleted, content FROM fhir_resource"
-                " WHERE resource_type = %s AND resource_id = %s",
+                " WHERE resource_type = %s AND resource_id = %s" + (" FOR UPDATE" if lock else ""),
                 [resource_type, resource_id],
             )
             row = cursor.fetchone()
@@ -168,7 +169,7 @@ class Repository:
         """Apply `change` (meta -> meta) to the current version in place, without a new version
         ($meta-add / $meta-delete, which R4 defines so). Returns the new meta."""
         with transaction.atomic(savepoint=False):
-            current = self._lock(resource_type, resource_id)
+            current = self.current(resource_type, resource_id, lock=True)
             if current is None or current.deleted:
                 raise errors.not_found(f"{resource_type}/{resource_id} is not a current resource")
             resource = orjson.loads(current.content)
@@ -212,7 +213,7 @@ class Repository:
                 expression=f"{resource_type}.id",
             )
         with transaction.atomic(savepoint=False):
-            previous = self._lock(resource_type, resource_id)
+            previous = self.current(resource_type, resource_id, lock=True)
             self._check_version(previous, if_match)
             if previous is None:
                 return self._write(resource, resource_id, 1, method, previous=None), True
@@ -225,7 +226,7 @@ class Repository:
         """Record a deletion as a new version. Deleting what is absent or deleted changes nothing."""
         require_resource_type(resource_type)
         with transaction.atomic(savepoint=False):
-            previous = self._lock(resource_type, resource_id)
+            previous = self.current(resource_type, resource_id, lock=True)
             self._check_version(previous, if_match)
             if previous is None or previous.deleted:
                 return None
@@ -235,17 +236,6 @@ class Repository:
             self._rows.add(stored, "DELETE", rows=None, replaces=True)
             self._send()
             return stored
-
-    def _lock(self, resource_type: str, resource_id: str) -> StoredResource | None:
-        self.flush()
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT version_id, last_updated, deleted, content FROM fhir_resource"
-                " WHERE resource_type = %s AND resource_id = %s FOR UPDATE",
-                [resource_type, resource_id],
-            )
-            row = cursor.fetchone()
-        return StoredResource(resource_type, resource_id, *row) if row else None
 
     @staticmethod
     def _check_version(previous: StoredResource | None, if_match: int | None) -> None:
