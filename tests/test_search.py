@@ -280,3 +280,11 @@ def test_summary_and_elements_shape_search_matches(fhir, marker):
     assert resource["meta"]["tag"][0]["code"] == "SUBSETTED"
     summary = fhir.get("/Patient", params={"identifier": f"{MARK}|{marker}", "_summary": "true"}).json()
     assert "text" not in summary["entry"][0]["resource"]
+
+
+def test_count_zero_returns_no_entries_and_no_next_page(fhir, marker):
+    make(fhir, marker, {"resourceType": "Patient"})
+    bundle = fhir.get("/Patient", params={"identifier": f"{MARK}|{marker}", "_count": 0}).json()
+    assert "entry" not in bundle
+    assert not any(link["relation"] == "next" for link in bundle["link"])
+    assert fhir.get("/Patient/_history", params={"_count": 0}).status_code == 200

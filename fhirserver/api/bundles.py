@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import orjson
 from django.http import HttpRequest, HttpResponse
 
+from fhirserver import errors
 from fhirserver.api.negotiation import (
     CONTENT_TYPES,
     JSON,
@@ -17,6 +18,7 @@ from fhirserver.api.negotiation import (
     shape,
     wants_shaping,
 )
+from fhirserver.operation_outcome import outcome_from_issues
 from fhirserver.storage.repository import format_instant, now
 
 
@@ -25,6 +27,17 @@ class Entry:
     full_url: str | None = None
     resource: str | dict | None = None  # stored JSON text, or a dict built here
     fields: dict = field(default_factory=dict)  # search, request, response
+
+
+def ignored_parameters_entry(names: list[str]) -> Entry:
+    """The OperationOutcome entry listing parameters a search ignored (search.html#errors)."""
+    issues = [
+        errors.Issue(
+            "not-supported", f"Parameter '{name}' is not supported and was ignored", severity="warning"
+        )
+        for name in names
+    ]
+    return Entry(resource=outcome_from_issues(issues), fields={"search": {"mode": "outcome"}})
 
 
 def bundle_response(

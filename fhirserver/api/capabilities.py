@@ -26,7 +26,9 @@ TYPE_INTERACTIONS = (
     "search-type",
 )
 SYSTEM_INTERACTIONS = ("transaction", "batch", "history-system")
-OPERATIONS = ("validate", "meta", "meta-add", "meta-delete")
+OPERATIONS = ("validate", "meta", "meta-add", "meta-delete", "everything")
+# The type an operation's OperationDefinition is defined on, when it is not Resource.
+OPERATION_TYPES = {"everything": "Patient"}
 
 
 def capabilities(request: HttpRequest) -> HttpResponse:
@@ -55,7 +57,11 @@ def _statement() -> dict:
                 "resource": [_resource(name) for name in sorted(registry.resource_types)],
                 "interaction": [{"code": code} for code in SYSTEM_INTERACTIONS],
                 "operation": [
-                    {"name": name, "definition": f"http://hl7.org/fhir/OperationDefinition/Resource-{name}"}
+                    {
+                        "name": name,
+                        "definition": "http://hl7.org/fhir/OperationDefinition/"
+                        f"{OPERATION_TYPES.get(name, 'Resource')}-{name}",
+                    }
                     for name in OPERATIONS
                 ],
             }

@@ -39,8 +39,8 @@ def history_response(
         raise errors.not_found(f"{resource_type}/{resource_id} is not known")
     base = base_url(request)
     links = [("self", paging.link(request, paging.cursor(request)))]
-    if len(rows) > limit:
-        rows = rows[:limit]
+    rows, more = paging.split_page(rows, limit)
+    if more:
         links.append(("next", paging.link(request, rows[-1].position)))
     return bundle_response(request, "history", [_entry(base, row) for row in rows], links=links)
 

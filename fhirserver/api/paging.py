@@ -24,6 +24,12 @@ def page_size(request: HttpRequest) -> int:
     return min(int(raw), settings.FHIR_MAX_PAGE_SIZE)
 
 
+def split_page(rows: list, limit: int) -> tuple[list, bool]:
+    """Rows fetched with LIMIT limit + 1: this page, and whether another follows (with
+    _count=0 there is no page to follow)."""
+    return rows[:limit], len(rows) > limit > 0
+
+
 def cursor(request: HttpRequest) -> tuple | None:
     raw = request.GET.get(CURSOR)
     if raw is None:

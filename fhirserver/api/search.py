@@ -15,9 +15,8 @@ from django.http import HttpRequest, HttpResponse
 
 from fhirserver import errors
 from fhirserver.api import paging
-from fhirserver.api.bundles import Entry, bundle_response
+from fhirserver.api.bundles import Entry, bundle_response, ignored_parameters_entry
 from fhirserver.api.endpoint import base_url
-from fhirserver.operation_outcome import outcome_from_issues
 from fhirserver.registry import r4
 from fhirserver.search import query as search_query
 from fhirserver.search import sorting, sql
@@ -48,8 +47,8 @@ def search(
         )
     rows = _page(resource_type, conditions, params, keys, cursor, limit + 1)
     links = [("self", paging.link(request, cursor, pairs))]
-    if len(rows) > limit:
-        rows = rows[:limit]
+    rows, more = paging.split_page(rows, limit)
+    if more:
         links.append(("next", paging.link(request, _position(rows[-1][2:]), pairs)))
     base = base_url(request)
     entries = [
@@ -61,7 +60,7 @@ def search(
             Entry(f"{base}/{t}/{i}", content, {"search": {"mode": "include"}}) for t, i, content in found
         ]
     if parsed.ignored:
-        entries.append(_ignored_outcome(sorted(set(parsed.ignored))))
+        entries.append(ignored_parameters_entry(sorted(set(parsed.ignored))))
     return bundle_response(request, "searchset", entries, total=total, links=links)
 
 
@@ -132,16 +131,6 @@ def _position(values: tuple) -> tuple:
     )
 
 
-def _ignored_outcome(names: list[str]) -> Entry:
-    issues = [
-        errors.Issue(
-            "not-supported", f"Search parameter '{n}' is not supported and was ignored", severity="warning"
-        )
-        for n in names
-    ]
-    return Entry(resource=outcome_from_issues(issues), fields={"search": {"mode": "outcome"}})
-
-
 def system_search(request: HttpRequest, pairs: list[tuple[str, str]]) -> HttpResponse:
     """GET [base]?_type=A,B&...: the parameters common to those types, ordered by type and id."""
     types = [t for name, value in pairs if name == "_type" for t in value.split(",") if t]
@@ -172,11 +161,11 @@ def system_search(request: HttpRequest, pairs: list[tuple[str, str]]) -> HttpRes
         db.execute(statement, [*params, *(cursor or ()), limit + 1])
         rows = db.fetchall()
     links = [("self", paging.link(request, cursor, pairs))]
-    if len(rows) > limit:
-        rows = rows[:limit]
+    rows, more = paging.split_page(rows, limit)
+    if more:
         links.append(("next", paging.link(request, (rows[-1][0], rows[-1][1]), pairs)))
     base = base_url(request)
     entries = [Entry(f"{base}/{t}/{i}", content, {"search": {"mode": "match"}}) for t, i, content in rows]
     if ignored:
-        entries.append(_ignored_outcome(sorted(ignored)))
+        entries.append(ignored_parameters_entry(sorted(ignored)))
     return bundle_response(request, "searchset", entries, links=links)

@@ -8,7 +8,7 @@ from django.http import HttpRequest, HttpResponse
 from fhirserver import errors
 from fhirserver.api import capabilities, create, delete, history, patch, read, search, transaction, update
 from fhirserver.api.endpoint import fhir_endpoint
-from fhirserver.operations import meta, validate
+from fhirserver.operations import everything, meta, validate
 
 
 def _not_allowed(request: HttpRequest) -> errors.FhirError:
@@ -107,6 +107,7 @@ OPERATIONS = {
     "meta": (("GET", "POST"), meta.meta),
     "meta-add": (("POST",), meta.meta_add),
     "meta-delete": (("POST",), meta.meta_delete),
+    "everything": (("GET", "POST"), everything.everything),
 }
 
 
