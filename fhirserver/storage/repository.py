@@ -165,6 +165,30 @@ class Repository:
         return result
 
     # ----- writes --------------------------------------------------------------------------
+    def reindex(self, resource_type: str | None, progress: Callable[[int], None]) -> int:
+        """Rebuild the search index of every current resource (of one type, or all), in batches
+        of BATCH_SIZE, each its own transaction, so a long reindex never holds locks for long.
+        Returns how many resources were reindexed."""
+        self.flush()
+        done, after = 0, ("", "")
+        type_filter = " AND resource_type = %s" if resource_type else ""
+        while True:
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT resource_type, resource_id, content FROM fhir_resource"
+                    f" WHERE NOT deleted AND (resource_type, resource_id) > (%s, %s){type_filter}"
+                    " ORDER BY resource_type, resource_id LIMIT %s",
+                    [*after, *([resource_type] if resource_type else []), BATCH_SIZE],
+                )
+                rows = cursor.fetchall()
+            if not rows:
+                return done
+            for row_type, row_id, content in rows:
+                self._rows.replace_index((row_type, row_id), extract(orjson.loads(content)))
+            self._rows.flush()
+            done, after = done + len(rows), (rows[-1][0], rows[-1][1])
+            progress(done)
+
     def change_meta(self, resource_type: str, resource_id: str, change: Callable[[dict], dict]) -> dict:
         """Apply `change` (meta -> meta) to the current version in place, without a new version
         ($meta-add / $meta-delete, which R4 defines so). Returns the new meta."""

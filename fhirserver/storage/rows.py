@@ -65,15 +65,24 @@ class RowWriter:
         if replaces:
             self.replaced.append(key)
         if rows is not None:
-            for kind, target in self.index.items():
-                target += [(*key, *values) for values in getattr(rows, kind)]
+            self._add_index(key, rows)
+
+    def replace_index(self, key: tuple[str, str], rows: IndexRows) -> None:
+        """New index rows for an unchanged resource (reindexing after definitions change)."""
+        self.replaced.append(key)
+        self._add_index(key, rows)
+
+    def _add_index(self, key: tuple[str, str], rows: IndexRows) -> None:
+        for kind, target in self.index.items():
+            target += [(*key, *values) for values in getattr(rows, kind)]
 
     def flush(self) -> None:
-        if not self.versions:
+        if not (self.versions or self.replaced):
             return
         with transaction.atomic(savepoint=False), connection.cursor() as cursor:
-            cursor.executemany(INSERT_VERSION, self.versions)
-            cursor.executemany(UPSERT_CURRENT, self.currents)
+            if self.versions:
+                cursor.executemany(INSERT_VERSION, self.versions)
+                cursor.executemany(UPSERT_CURRENT, self.currents)
             if self.replaced:
                 for statement in DELETE_INDEX:
                     cursor.executemany(statement, self.replaced)
