@@ -288,3 +288,31 @@ def test_count_zero_returns_no_entries_and_no_next_page(fhir, marker):
     assert "entry" not in bundle
     assert not any(link["relation"] == "next" for link in bundle["link"])
     assert fhir.get("/Patient/_history", params={"_count": 0}).status_code == 200
+
+
+def test_previous_links_walk_back_the_same_pages(fhir, marker):
+    for n in range(5):
+        make(fhir, marker, {"resourceType": "Patient", "birthDate": f"198{n}-01-01"})
+    params = {"identifier": f"{MARK}|{marker}", "_sort": "birthdate", "_count": 2}
+
+    def dates(bundle: dict) -> list[str]:
+        return [e["resource"]["birthDate"] for e in bundle.get("entry", [])]
+
+    def link(bundle: dict, relation: str) -> str | None:
+        return next((x["url"] for x in bundle["link"] if x["relation"] == relation), None)
+
+    pages = [fhir.get("/Patient", params=params).json()]
+    assert link(pages[0], "previous") is None
+    while link(pages[-1], "next"):
+        pages.append(fhir.get(link(pages[-1], "next")).json())
+    assert [dates(p) for p in pages] == [
+        ["1980-01-01", "1981-01-01"],
+        ["1982-01-01", "1983-01-01"],
+        ["1984-01-01"],
+    ]
+    back = fhir.get(link(pages[-1], "previous")).json()
+    assert dates(back) == ["1982-01-01", "1983-01-01"]
+    first = fhir.get(link(back, "previous")).json()
+    assert dates(first) == ["1980-01-01", "1981-01-01"]
+    assert link(first, "previous") is None
+    assert dates(fhir.get(link(first, "next")).json()) == ["1982-01-01", "1983-01-01"]

@@ -12,7 +12,8 @@ from django.http import HttpRequest
 
 from fhirserver import errors
 
-CURSOR = "_cursor"
+CURSOR = "_cursor"  # the page after this position
+BEFORE = "_before"  # the page before this position (previous links)
 
 
 def page_size(request: HttpRequest) -> int:
@@ -30,8 +31,8 @@ def split_page(rows: list, limit: int) -> tuple[list, bool]:
     return rows[:limit], len(rows) > limit > 0
 
 
-def cursor(request: HttpRequest) -> tuple | None:
-    raw = request.GET.get(CURSOR)
+def cursor(request: HttpRequest, name: str = CURSOR) -> tuple | None:
+    raw = request.GET.get(name)
     if raw is None:
         return None
     try:
@@ -45,16 +46,19 @@ def encode_cursor(position: tuple) -> str:
 
 
 def link(
-    request: HttpRequest, position: tuple | None = None, pairs: list[tuple[str, str]] | None = None
+    request: HttpRequest,
+    position: tuple | None = None,
+    pairs: list[tuple[str, str]] | None = None,
+    direction: str = CURSOR,
 ) -> str:
     """This request as a GET URL, with the cursor replaced by `position` (None: first page).
     `pairs` are the request's parameters when they did not all come in the query string
     (POST _search); the link then names the type, not _search."""
     if pairs is None:
         pairs = [(k, v) for k, values in request.GET.lists() for v in values]
-    params = [(k, v) for k, v in pairs if k != CURSOR]
+    params = [(k, v) for k, v in pairs if k not in (CURSOR, BEFORE)]
     if position is not None:
-        params.append((CURSOR, encode_cursor(position)))
+        params.append((direction, encode_cursor(position)))
     query = urlencode(params)
     path = request.path.removesuffix("/_search")
     return request.build_absolute_uri(path) + (f"?{query}" if query else "")

@@ -45,11 +45,7 @@ def search(
         return bundle_response(
             request, "searchset", [], total=total, links=[("self", paging.link(request, None, pairs))]
         )
-    rows = _page(resource_type, conditions, params, keys, cursor, limit + 1)
-    links = [("self", paging.link(request, cursor, pairs))]
-    rows, more = paging.split_page(rows, limit)
-    if more:
-        links.append(("next", paging.link(request, _position(rows[-1][2:]), pairs)))
+    rows, links = _paged(request, pairs, (resource_type, conditions, params), keys, cursor, limit)
     base = base_url(request)
     entries = [
         Entry(f"{base}/{resource_type}/{row[0]}", row[1], {"search": {"mode": "match"}}) for row in rows
@@ -87,6 +83,28 @@ def compartment_search(
             [resource_type, list(links), compartment_id],
         )
     return search(request, resource_type, pairs, extra=[condition])
+
+
+def _paged(request: HttpRequest, pairs, query: tuple, keys, cursor, limit: int) -> tuple[list[tuple], list]:
+    """The page's rows and its self/previous/next links. A previous page is read in the
+    reversed order from before this page's first row, then put back in order."""
+    before = paging.cursor(request, paging.BEFORE)
+    if before is not None:
+        rows, earlier = paging.split_page(
+            _page(*query, sorting.reversed_keys(keys), before, limit + 1), limit
+        )
+        rows.reverse()
+        later = True
+        links = [("self", paging.link(request, before, pairs, paging.BEFORE))]
+    else:
+        rows, later = paging.split_page(_page(*query, keys, cursor, limit + 1), limit)
+        earlier = cursor is not None
+        links = [("self", paging.link(request, cursor, pairs))]
+    if rows and earlier:
+        links.append(("previous", paging.link(request, _position(rows[0][2:]), pairs, paging.BEFORE)))
+    if rows and later:
+        links.append(("next", paging.link(request, _position(rows[-1][2:]), pairs)))
+    return rows, links
 
 
 def _page(resource_type: str, conditions: list[str], params: list, keys, cursor, limit: int) -> list[tuple]:

@@ -38,6 +38,7 @@ CONTROL = frozenset(
     {
         "_count",
         "_cursor",
+        "_before",
         "_sort",
         "_total",
         "_summary",

@@ -8,7 +8,7 @@ the last row of the previous one: pages do not shift when resources are added or
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from fhirserver import errors
 from fhirserver.search.query import parameters_for
@@ -67,6 +67,12 @@ def _key(resource_type: str, name: str) -> SortKey:
         f" AND k.resource_id = r.resource_id AND k.param = %s), {missing}{collate})"
     )
     return SortKey(sql, (code,), descending, sql_type)
+
+
+def reversed_keys(keys: list[SortKey]) -> list[SortKey]:
+    """The same keys in the opposite order, for reading the page before a position. The key
+    expressions (with their missing-value placement) stay, so both orders are mirror images."""
+    return [replace(key, descending=not key.descending) for key in keys]
 
 
 def order_by(keys: list[SortKey]) -> tuple[str, list]:
