@@ -57,6 +57,12 @@ def runtime_db():
 
 
 @pytest.fixture
+def marker() -> str:
+    """A value no other test uses, for tests.support.make_marked."""
+    return uuid.uuid4().hex
+
+
+@pytest.fixture
 def unique_slug() -> str:
     return "t" + uuid.uuid4().hex[:10]
 

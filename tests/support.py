@@ -147,3 +147,15 @@ def start_server(log_path: Path, workers: int = 2, env: dict | None = None) -> R
         server.stop()
         raise
     return server
+
+
+MARK = "urn:test:marker"  # identifier system of the resources a test creates for itself
+
+
+def make_marked(fhir: httpx.Client, marker: str, resource: dict) -> dict:
+    """Create `resource` with an identifier (MARK|marker) that the test searches with, so
+    tests never see each other's data."""
+    body = {**resource, "identifier": [*resource.get("identifier", []), {"system": MARK, "value": marker}]}
+    response = fhir.post(f"/{resource['resourceType']}", json=body)
+    assert response.status_code == 201, response.text
+    return response.json()

@@ -4,23 +4,9 @@ Every test creates its own resources carrying a unique marker (an identifier), a
 with that marker ANDed in, so tests never see each other's data.
 """
 
-import uuid
-
 import pytest
 
-MARK = "urn:test:search"
-
-
-@pytest.fixture
-def marker() -> str:
-    return uuid.uuid4().hex
-
-
-def make(fhir, marker: str, resource: dict) -> dict:
-    body = {**resource, "identifier": [*resource.get("identifier", []), {"system": MARK, "value": marker}]}
-    response = fhir.post(f"/{resource['resourceType']}", json=body)
-    assert response.status_code == 201, response.text
-    return response.json()
+from tests.support import MARK, make_marked
 
 
 def ids(fhir, marker: str, resource_type: str, **params) -> set[str]:
@@ -49,10 +35,10 @@ def observation(code: str, value: float | None = None, **extra) -> dict:
 
 
 def test_string_starts_with_exact_contains_accents(fhir, marker):
-    sanchez = make(
+    sanchez = make_marked(
         fhir, marker, {"resourceType": "Patient", "name": [{"family": "Sánchez", "given": ["Ana"]}]}
     )
-    other = make(fhir, marker, {"resourceType": "Patient", "name": [{"family": "Sanders"}]})
+    other = make_marked(fhir, marker, {"resourceType": "Patient", "name": [{"family": "Sanders"}]})
     assert ids(fhir, marker, "Patient", family="sanch") == {sanchez["id"]}
     assert ids(fhir, marker, "Patient", family="SAN") == {sanchez["id"], other["id"]}
     assert ids(fhir, marker, "Patient", **{"family:exact": "Sánchez"}) == {sanchez["id"]}
@@ -62,8 +48,8 @@ def test_string_starts_with_exact_contains_accents(fhir, marker):
 
 
 def test_token_forms_and_modifiers(fhir, marker):
-    glucose = make(fhir, marker, observation("2345-7"))
-    weight = make(fhir, marker, observation("29463-7"))
+    glucose = make_marked(fhir, marker, observation("2345-7"))
+    weight = make_marked(fhir, marker, observation("29463-7"))
     assert ids(fhir, marker, "Observation", code="http://loinc.org|2345-7") == {glucose["id"]}
     assert ids(fhir, marker, "Observation", code="2345-7") == {glucose["id"]}
     assert ids(fhir, marker, "Observation", code="|2345-7") == set()
@@ -79,14 +65,14 @@ def test_identifier_of_type(fhir, marker):
         "system": "urn:mrn",
         "value": "M-" + marker,
     }
-    patient = make(fhir, marker, {"resourceType": "Patient", "identifier": [mrn]})
+    patient = make_marked(fhir, marker, {"resourceType": "Patient", "identifier": [mrn]})
     query = f"http://terminology.hl7.org/CodeSystem/v2-0203|MR|M-{marker}"
     assert ids(fhir, marker, "Patient", **{"identifier:of-type": query}) == {patient["id"]}
 
 
 def test_date_prefixes_and_precision(fhir, marker):
-    early = make(fhir, marker, {"resourceType": "Patient", "birthDate": "1970-03-15"})
-    late = make(fhir, marker, {"resourceType": "Patient", "birthDate": "1990-07-01"})
+    early = make_marked(fhir, marker, {"resourceType": "Patient", "birthDate": "1970-03-15"})
+    late = make_marked(fhir, marker, {"resourceType": "Patient", "birthDate": "1990-07-01"})
     both = {early["id"], late["id"]}
     assert ids(fhir, marker, "Patient", birthdate="1970") == {early["id"]}
     assert ids(fhir, marker, "Patient", birthdate="1970-03") == {early["id"]}
@@ -108,8 +94,8 @@ def test_date_prefixes_and_precision(fhir, marker):
 
 
 def test_date_on_periods_and_datetimes(fhir, marker):
-    at = make(fhir, marker, observation("1-1", effectiveDateTime="2020-05-05T10:00:00+02:00"))
-    span = make(
+    at = make_marked(fhir, marker, observation("1-1", effectiveDateTime="2020-05-05T10:00:00+02:00"))
+    span = make_marked(
         fhir, marker, observation("1-2", effectivePeriod={"start": "2020-05-01", "end": "2020-05-31"})
     )
     assert ids(fhir, marker, "Observation", date="2020-05-05") == {at["id"]}
@@ -118,8 +104,8 @@ def test_date_on_periods_and_datetimes(fhir, marker):
 
 
 def test_quantity_and_number(fhir, marker):
-    light = make(fhir, marker, observation("29463-7", 60.5))
-    heavy = make(fhir, marker, observation("29463-7", 99))
+    light = make_marked(fhir, marker, observation("29463-7", 60.5))
+    heavy = make_marked(fhir, marker, observation("29463-7", 99))
     assert ids(fhir, marker, "Observation", **{"value-quantity": "60.5"}) == {light["id"]}
     assert ids(fhir, marker, "Observation", **{"value-quantity": "60"}) == set()  # precision: [59.5, 60.5)
     assert ids(fhir, marker, "Observation", **{"value-quantity": "61"}) == {light["id"]}  # [60.5, 61.5)
@@ -133,10 +119,12 @@ def test_quantity_and_number(fhir, marker):
 
 
 def test_reference_forms(fhir, marker):
-    patient = make(fhir, marker, {"resourceType": "Patient"})
-    group = make(fhir, marker, {"resourceType": "Group", "type": "person", "actual": True})
-    of_patient = make(fhir, marker, observation("3-1", subject={"reference": f"Patient/{patient['id']}"}))
-    of_group = make(fhir, marker, observation("3-2", subject={"reference": f"Group/{group['id']}"}))
+    patient = make_marked(fhir, marker, {"resourceType": "Patient"})
+    group = make_marked(fhir, marker, {"resourceType": "Group", "type": "person", "actual": True})
+    of_patient = make_marked(
+        fhir, marker, observation("3-1", subject={"reference": f"Patient/{patient['id']}"})
+    )
+    of_group = make_marked(fhir, marker, observation("3-2", subject={"reference": f"Group/{group['id']}"}))
     assert ids(fhir, marker, "Observation", subject=f"Patient/{patient['id']}") == {of_patient["id"]}
     assert ids(fhir, marker, "Observation", subject=patient["id"]) == {of_patient["id"]}
     assert ids(fhir, marker, "Observation", patient=patient["id"]) == {of_patient["id"]}
@@ -147,7 +135,7 @@ def test_reference_forms(fhir, marker):
 
 
 def test_uri_below_and_above(fhir, marker):
-    vs = make(
+    vs = make_marked(
         fhir, marker, {"resourceType": "ValueSet", "status": "active", "url": "http://example.org/fhir/vs/a"}
     )
     assert ids(fhir, marker, "ValueSet", url="http://example.org/fhir/vs/a") == {vs["id"]}
@@ -157,14 +145,14 @@ def test_uri_below_and_above(fhir, marker):
 
 
 def test_missing(fhir, marker):
-    born = make(fhir, marker, {"resourceType": "Patient", "birthDate": "2001-01-01"})
-    unborn = make(fhir, marker, {"resourceType": "Patient"})
+    born = make_marked(fhir, marker, {"resourceType": "Patient", "birthDate": "2001-01-01"})
+    unborn = make_marked(fhir, marker, {"resourceType": "Patient"})
     assert ids(fhir, marker, "Patient", **{"birthdate:missing": "true"}) == {unborn["id"]}
     assert ids(fhir, marker, "Patient", **{"birthdate:missing": "false"}) == {born["id"]}
 
 
 def test_common_parameters(fhir, marker):
-    tagged = make(
+    tagged = make_marked(
         fhir,
         marker,
         {
@@ -175,7 +163,7 @@ def test_common_parameters(fhir, marker):
             },
         },
     )
-    plain = make(fhir, marker, {"resourceType": "Patient"})
+    plain = make_marked(fhir, marker, {"resourceType": "Patient"})
     assert ids(fhir, marker, "Patient", _tag="urn:tags|vip") == {tagged["id"]}
     assert ids(fhir, marker, "Patient", _profile="http://example.org/StructureDefinition/p") == {tagged["id"]}
     assert ids(fhir, marker, "Patient", _id=plain["id"]) == {plain["id"]}
@@ -184,7 +172,8 @@ def test_common_parameters(fhir, marker):
 
 def test_sort_and_keyset_paging(fhir, marker):
     made = [
-        make(fhir, marker, {"resourceType": "Patient", "birthDate": f"19{n}0-01-01"}) for n in range(5, 10)
+        make_marked(fhir, marker, {"resourceType": "Patient", "birthDate": f"19{n}0-01-01"})
+        for n in range(5, 10)
     ]
     page = fhir.get(
         "/Patient", params={"identifier": f"{MARK}|{marker}", "_sort": "-birthdate", "_count": 2}
@@ -192,7 +181,9 @@ def test_sort_and_keyset_paging(fhir, marker):
     seen = [e["resource"]["birthDate"] for e in page["entry"]]
     while next_links := [link["url"] for link in page["link"] if link["relation"] == "next"]:
         # a resource written meanwhile must not shift the pages
-        make(fhir, marker, {"resourceType": "Patient", "birthDate": "2000-01-01"}) if len(seen) == 2 else None
+        make_marked(fhir, marker, {"resourceType": "Patient", "birthDate": "2000-01-01"}) if len(
+            seen
+        ) == 2 else None
         page = fhir.get(next_links[0]).json()
         seen += [e["resource"]["birthDate"] for e in page.get("entry", [])]
     assert seen[:5] == sorted((m["birthDate"] for m in made), reverse=True)
@@ -201,7 +192,7 @@ def test_sort_and_keyset_paging(fhir, marker):
 
 def test_total_and_summary_count(fhir, marker):
     for _ in range(3):
-        make(fhir, marker, {"resourceType": "Patient"})
+        make_marked(fhir, marker, {"resourceType": "Patient"})
     counted = fhir.get("/Patient", params={"identifier": f"{MARK}|{marker}", "_summary": "count"}).json()
     assert counted["total"] == 3 and "entry" not in counted
     accurate = fhir.get("/Patient", params={"identifier": f"{MARK}|{marker}", "_total": "accurate"}).json()
@@ -209,7 +200,7 @@ def test_total_and_summary_count(fhir, marker):
 
 
 def test_unknown_parameters_are_reported_or_refused(fhir, marker):
-    make(fhir, marker, {"resourceType": "Patient"})
+    make_marked(fhir, marker, {"resourceType": "Patient"})
     lenient = fhir.get("/Patient", params={"identifier": f"{MARK}|{marker}", "nonsense": "1"}).json()
     outcome = [e for e in lenient["entry"] if e["search"]["mode"] == "outcome"]
     assert "nonsense" in outcome[0]["resource"]["issue"][0]["diagnostics"]
@@ -238,8 +229,8 @@ def test_malformed_values_are_400(fhir, params):
 
 
 def test_post_search_and_compartment(fhir, marker):
-    patient = make(fhir, marker, {"resourceType": "Patient", "gender": "female"})
-    obs = make(fhir, marker, observation("4-1", subject={"reference": f"Patient/{patient['id']}"}))
+    patient = make_marked(fhir, marker, {"resourceType": "Patient", "gender": "female"})
+    obs = make_marked(fhir, marker, observation("4-1", subject={"reference": f"Patient/{patient['id']}"}))
     response = fhir.post("/Patient/_search", data={"identifier": f"{MARK}|{marker}", "gender": "female"})
     assert response.status_code == 200, response.text
     assert [e["resource"]["id"] for e in response.json()["entry"]] == [patient["id"]]
@@ -249,8 +240,8 @@ def test_post_search_and_compartment(fhir, marker):
 
 
 def test_system_search_with_type(fhir, marker):
-    patient = make(fhir, marker, {"resourceType": "Patient"})
-    obs = make(fhir, marker, observation("5-1"))
+    patient = make_marked(fhir, marker, {"resourceType": "Patient"})
+    obs = make_marked(fhir, marker, observation("5-1"))
     response = fhir.get(
         "", params={"_type": "Patient,Observation", "identifier": f"{MARK}|{marker}", "_count": 1}
     )
@@ -264,7 +255,7 @@ def test_system_search_with_type(fhir, marker):
 
 
 def test_summary_and_elements_shape_search_matches(fhir, marker):
-    make(
+    make_marked(
         fhir,
         marker,
         {
@@ -283,7 +274,7 @@ def test_summary_and_elements_shape_search_matches(fhir, marker):
 
 
 def test_count_zero_returns_no_entries_and_no_next_page(fhir, marker):
-    make(fhir, marker, {"resourceType": "Patient"})
+    make_marked(fhir, marker, {"resourceType": "Patient"})
     bundle = fhir.get("/Patient", params={"identifier": f"{MARK}|{marker}", "_count": 0}).json()
     assert "entry" not in bundle
     assert not any(link["relation"] == "next" for link in bundle["link"])
@@ -292,7 +283,7 @@ def test_count_zero_returns_no_entries_and_no_next_page(fhir, marker):
 
 def test_previous_links_walk_back_the_same_pages(fhir, marker):
     for n in range(5):
-        make(fhir, marker, {"resourceType": "Patient", "birthDate": f"198{n}-01-01"})
+        make_marked(fhir, marker, {"resourceType": "Patient", "birthDate": f"198{n}-01-01"})
     params = {"identifier": f"{MARK}|{marker}", "_sort": "birthdate", "_count": 2}
 
     def dates(bundle: dict) -> list[str]:

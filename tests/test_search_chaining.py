@@ -4,30 +4,16 @@
 Resources carry a unique marker (an identifier) and every search ANDs it in, as in test_search.
 """
 
-import uuid
-
 import psycopg
 import pytest
 
 from tests.conftest import owner_url
+from tests.support import MARK, make_marked
 
-MARK = "urn:test:chaining"
 # What a search here reads. ANALYZEd before each search, as autovacuum would in production: the
 # test database server may run without autovacuum, and chains are planned as nested semi-joins,
 # which without statistics (every estimate 1 row) become nested loops that multiply per link.
 TABLES = ("fhir_resource", "fhir_index_reference", "fhir_index_string", "fhir_index_token", "fhir_index_date")
-
-
-@pytest.fixture
-def marker() -> str:
-    return uuid.uuid4().hex
-
-
-def make(fhir, marker: str, resource: dict) -> dict:
-    body = {**resource, "identifier": [*resource.get("identifier", []), {"system": MARK, "value": marker}]}
-    response = fhir.post(f"/{resource['resourceType']}", json=body)
-    assert response.status_code == 201, response.text
-    return response.json()
 
 
 def analyze() -> None:
@@ -53,7 +39,7 @@ def ref(resource: dict) -> dict:
 
 
 def patient(fhir, marker: str, given: str, family: str = "Smith", born: str = "1970-01-01") -> dict:
-    return make(
+    return make_marked(
         fhir,
         marker,
         {"resourceType": "Patient", "name": [{"given": [given], "family": family}], "birthDate": born},
@@ -68,7 +54,7 @@ def observation(fhir, marker: str, subject: dict, code: str = "1-1", **extra) ->
         "subject": ref(subject),
         **extra,
     }
-    return make(fhir, marker, resource)
+    return make_marked(fhir, marker, resource)
 
 
 @pytest.fixture
@@ -116,8 +102,8 @@ def test_or_within_a_chain_and_and_of_chains(fhir, marker, people):
 
 def test_type_modifier_on_a_multi_target_reference(fhir, marker):
     shared = {"system": "urn:test:shared", "value": marker}
-    person = make(fhir, marker, {"resourceType": "Patient", "identifier": [shared]})
-    group = make(
+    person = make_marked(fhir, marker, {"resourceType": "Patient", "identifier": [shared]})
+    group = make_marked(
         fhir, marker, {"resourceType": "Group", "type": "person", "actual": True, "identifier": [shared]}
     )
     of_person = observation(fhir, marker, person)["id"]
@@ -130,15 +116,17 @@ def test_type_modifier_on_a_multi_target_reference(fhir, marker):
 
 
 def test_multi_level_chain(fhir, marker):
-    grandparent = make(fhir, marker, {"resourceType": "Organization", "name": "Holding"})
-    parent = make(
+    grandparent = make_marked(fhir, marker, {"resourceType": "Organization", "name": "Holding"})
+    parent = make_marked(
         fhir, marker, {"resourceType": "Organization", "name": f"Parent {marker}", "partOf": ref(grandparent)}
     )
-    clinic = make(fhir, marker, {"resourceType": "Organization", "name": "Clinic", "partOf": ref(parent)})
-    other = make(fhir, marker, {"resourceType": "Organization", "name": "Elsewhere"})
+    clinic = make_marked(
+        fhir, marker, {"resourceType": "Organization", "name": "Clinic", "partOf": ref(parent)}
+    )
+    other = make_marked(fhir, marker, {"resourceType": "Organization", "name": "Elsewhere"})
     person = patient(fhir, marker, "Ann")
     encounters = {
-        org["name"]: make(
+        org["name"]: make_marked(
             fhir,
             marker,
             {
@@ -188,7 +176,7 @@ def test_reverse_chain_ignores_deleted_sources(fhir, marker, people):
 
 
 def test_nested_reverse_chain(fhir, marker, people):
-    make(
+    make_marked(
         fhir,
         marker,
         {
