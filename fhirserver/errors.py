@@ -42,10 +42,6 @@ def gone(diagnostics: str) -> FhirError:
     return FhirError.single(410, "deleted", diagnostics)
 
 
-def conflict(diagnostics: str) -> FhirError:
-    return FhirError.single(409, "conflict", diagnostics)
-
-
 def precondition_failed(diagnostics: str) -> FhirError:
     return FhirError.single(412, "conflict", diagnostics)
 

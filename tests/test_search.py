@@ -307,3 +307,14 @@ def test_previous_links_walk_back_the_same_pages(fhir, marker):
     assert dates(first) == ["1980-01-01", "1981-01-01"]
     assert link(first, "previous") is None
     assert dates(fhir.get(link(first, "next")).json()) == ["1982-01-01", "1983-01-01"]
+
+
+def test_unsupported_token_modifiers_are_reported_not_guessed(fhir, marker):
+    make_marked(fhir, marker, observation("6-1"))
+    bundle = fhir.get(
+        "/Observation", params={"identifier": f"{MARK}|{marker}", "code:in": "http://example.org/vs"}
+    ).json()
+    outcome = [e for e in bundle["entry"] if e["search"]["mode"] == "outcome"]
+    assert "code:in" in outcome[0]["resource"]["issue"][0]["diagnostics"]
+    strict = fhir.get("/Observation", params={"code:below": "6"}, headers={"Prefer": "handling=strict"})
+    assert strict.status_code == 400

@@ -116,14 +116,14 @@ def _page(resource_type: str, conditions: list[str], params: list, keys, cursor,
     if cursor is not None:
         after, after_params = sorting.after(keys, cursor)
         after = "WHERE " + after
-    order, _ = sorting.order_by(keys)
+    order = sorting.order_by(keys)
     sort_columns = ", ".join(f"p.sort_{index}" for index in range(len(keys)))
     statement = (
         f"SELECT p.resource_id, r.content, {sort_columns} FROM ("
         f"SELECT * FROM (SELECT r.resource_id, {columns} FROM fhir_resource r WHERE {where}) s"
         f" {after} {order} LIMIT %s) p"
         " JOIN fhir_resource r ON r.resource_type = %s AND r.resource_id = p.resource_id"
-        f" {order.replace('sort_', 'p.sort_')}"
+        f" {sorting.order_by(keys, prefix='p.')}"
     )
     with connection.cursor() as db:
         db.execute(statement, [*key_params, resource_type, *params, *after_params, limit, resource_type])

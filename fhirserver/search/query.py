@@ -26,7 +26,8 @@ from fhirserver.search.extraction import precision_range
 PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
 MODIFIERS = {
     "string": {"exact", "contains", "missing"},
-    "token": {"not", "text", "of-type", "missing", "in", "not-in", "below", "above"},
+    # :in, :not-in, :below, :above need terminology; unsupported, they are reported, never guessed.
+    "token": {"not", "text", "of-type", "missing"},
     "date": {"missing"},
     "number": {"missing"},
     "quantity": {"missing"},

@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from fhirserver import errors
 from fhirserver.search.query import parameters_for
 
-# type -> (index table, column, SQL type, value for "missing" ascending, descending)
+# parameter type -> (index table, column sorted by, SQL type of the key)
 _KEYS = {
     "string": ("fhir_index_string", "normalized", "text"),
     "token": ("fhir_index_token", "code", "text"),
@@ -75,11 +75,10 @@ def reversed_keys(keys: list[SortKey]) -> list[SortKey]:
     return [replace(key, descending=not key.descending) for key in keys]
 
 
-def order_by(keys: list[SortKey]) -> tuple[str, list]:
-    parts, params = [], []
-    for index, key in enumerate(keys):
-        parts.append(f"sort_{index} {'DESC' if key.descending else 'ASC'}")
-    return "ORDER BY " + ", ".join(parts), params
+def order_by(keys: list[SortKey], prefix: str = "") -> str:
+    """ORDER BY the sort columns (named sort_<n>, optionally qualified by `prefix`)."""
+    parts = [f"{prefix}sort_{index} {'DESC' if key.descending else 'ASC'}" for index, key in enumerate(keys)]
+    return "ORDER BY " + ", ".join(parts)
 
 
 def select_keys(keys: list[SortKey]) -> tuple[str, list]:

@@ -121,7 +121,7 @@ class Repository:
         if stored is None:
             raise errors.not_found(f"{resource_type}/{resource_id} is not known")
         if stored.deleted:
-            raise errors.FhirError.single(410, "deleted", f"{resource_type}/{resource_id} was deleted")
+            raise errors.gone(f"{resource_type}/{resource_id} was deleted")
         return stored
 
     def vread(self, resource_type: str, resource_id: str, version_id: str) -> StoredResource:
@@ -140,7 +140,7 @@ class Repository:
             raise errors.not_found(f"{resource_type}/{resource_id} has no version {version_id}")
         stored = StoredResource(resource_type, resource_id, int(version_id), *row)
         if stored.deleted:
-            raise errors.FhirError.single(410, "deleted", f"version {version_id} is a deletion")
+            raise errors.gone(f"version {version_id} is a deletion")
         return stored
 
     def read_json(self, resource_type: str, resource_id: str) -> dict:
