@@ -7,10 +7,20 @@ from dataclasses import dataclass, field
 
 @dataclass(frozen=True)
 class AuthContext:
+    """Who is calling and what they were granted.
+
+    `scopes` are SMART scope strings as granted (v1 `patient/*.read` or v2 `patient/Observation.rs?..`);
+    `patient`/`encounter` are ids from the launch context; `fhir_user` is a relative reference
+    such as `Practitioner/9`. `user` is None for backend-services (system) clients.
+    """
+
     user: str | None
     roles: frozenset[str] = field(default_factory=frozenset)
     scopes: frozenset[str] = field(default_factory=frozenset)
     patient: str | None = None
+    encounter: str | None = None
+    fhir_user: str | None = None
+    client_id: str | None = None
     tenant: str | None = None
 
 
