@@ -76,8 +76,7 @@ def ensure_dev_env(folder: Path) -> Path:
     if not path.exists():
         values = {
             "DEBUG": "1",
-            # Until SMART authorization lands, the API is open only in development mode.
-            "AUTH_MODE": "development",
+            "AUTH_MODE": "standalone",  # this server is its own SMART authorization server
             "SECRET_KEY": secrets.token_urlsafe(50),
             "PHI_MASTER_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
             "APP_DB_PASSWORD": secrets.token_urlsafe(24),
@@ -125,3 +124,22 @@ def decode_phi_master_key(value: str) -> bytes:
     if len(raw) != 32:
         raise ImproperlyConfigured(f"PHI_MASTER_KEY must decode to 32 bytes, got {len(raw)}")
     return raw
+
+
+def read_signing_key_pem(pem: str | None, path: str | None) -> str:
+    """The SMART signing key: an RSA private key of at least 2048 bits, as PEM text (RS256)."""
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    if not pem:
+        try:
+            pem = Path(path).read_text()
+        except OSError as exc:
+            raise ImproperlyConfigured(f"SMART_SIGNING_KEY_FILE cannot be read: {exc.strerror}") from exc
+    try:
+        key = load_pem_private_key(pem.encode(), password=None)
+    except ValueError as exc:
+        raise ImproperlyConfigured("The SMART signing key is not an unencrypted PEM private key") from exc
+    if not isinstance(key, rsa.RSAPrivateKey) or key.key_size < 2048:
+        raise ImproperlyConfigured("The SMART signing key must be an RSA key of at least 2048 bits")
+    return pem

@@ -15,6 +15,7 @@ from config.environment import (
     env_list,
     env_str,
     load_dev_env,
+    read_signing_key_pem,
 )
 
 DATA_DIR = data_dir()
@@ -42,6 +43,7 @@ SMART_SIGNING_KEY_FILE = env_str("SMART_SIGNING_KEY_FILE")
 SMART_SIGNING_KEY = env_str("SMART_SIGNING_KEY")
 if not (SMART_SIGNING_KEY or SMART_SIGNING_KEY_FILE):
     raise ImproperlyConfigured("Set SMART_SIGNING_KEY (PEM) or SMART_SIGNING_KEY_FILE (path to PEM).")
+SMART_SIGNING_KEY_PEM = read_signing_key_pem(SMART_SIGNING_KEY, SMART_SIGNING_KEY_FILE)
 
 AUTH_MODES = ("development", "standalone", "external")
 AUTH_MODE = env_str("AUTH_MODE", "standalone")
@@ -92,6 +94,7 @@ TENANT_APPS = [
     "django.contrib.sessions",
     "django.contrib.admin",
     "fhirserver",
+    "oauth2_provider",  # before smart_auth, whose admin moves the toolkit's to the tenant site
     "smart_auth",
     "audit",
 ]
@@ -167,6 +170,40 @@ FHIR_CONDITIONAL_DELETE_MAX = int(env_str("FHIR_CONDITIONAL_DELETE_MAX", "100"))
 FHIR_MAX_INCLUDES = int(env_str("FHIR_MAX_INCLUDES", "1000"))  # per search page
 # Request bodies are read whole; the largest Synthea transaction is 60 MB.
 DATA_UPLOAD_MAX_MEMORY_SIZE = int(env_str("FHIR_MAX_BODY_MB", "128")) * 1024 * 1024
+
+# --- SMART on FHIR authorization server (django-oauth-toolkit; smart_auth/) ----------------
+OAUTH2_PROVIDER_APPLICATION_MODEL = "smart_auth.Client"
+# The toolkit's own token models, named because smart_auth's GrantedContext refers to Grant.
+OAUTH2_PROVIDER_GRANT_MODEL = "oauth2_provider.Grant"
+OAUTH2_PROVIDER_ACCESS_TOKEN_MODEL = "oauth2_provider.AccessToken"  # noqa: S105 (a model name)
+OAUTH2_PROVIDER_REFRESH_TOKEN_MODEL = "oauth2_provider.RefreshToken"  # noqa: S105 (a model name)
+OAUTH2_PROVIDER_ID_TOKEN_MODEL = "oauth2_provider.IDToken"  # noqa: S105 (a model name)
+SMART_ACCESS_TOKEN_SECONDS = int(env_str("SMART_ACCESS_TOKEN_SECONDS", "3600"))
+# ONC (g)(10) asks for refresh tokens valid at least three months.
+SMART_REFRESH_TOKEN_DAYS = int(env_str("SMART_REFRESH_TOKEN_DAYS", "120"))
+# Earlier signing keys stay in the JWKS (and keep verifying) until their tokens expire.
+SMART_RETIRED_SIGNING_KEY_FILES = env_list("SMART_RETIRED_SIGNING_KEY_FILES", [])
+SMART_STYLE_URL_PATH = "auth/smart-style.json"
+OAUTH2_PROVIDER = {
+    "OAUTH2_VALIDATOR_CLASS": "smart_auth.validator.SmartValidator",
+    "OAUTH2_BACKEND_CLASS": "smart_auth.oauthlib_core.SmartOAuthLibCore",
+    "ACCESS_TOKEN_GENERATOR": "smart_auth.tokens.access_token_generator",
+    "ACCESS_TOKEN_EXPIRE_SECONDS": SMART_ACCESS_TOKEN_SECONDS,
+    "ID_TOKEN_EXPIRE_SECONDS": SMART_ACCESS_TOKEN_SECONDS,
+    "REFRESH_TOKEN_EXPIRE_SECONDS": SMART_REFRESH_TOKEN_DAYS * 86400,
+    "AUTHORIZATION_CODE_EXPIRE_SECONDS": 120,
+    "REFRESH_TOKEN_GENERATOR": "oauthlib.oauth2.rfc6749.tokens.random_token_generator",
+    "OIDC_ENABLED": True,
+    # The toolkit checks that RS256 clients have a key; our id tokens are signed by smart_auth.keys.
+    "OIDC_RSA_PRIVATE_KEY": SMART_SIGNING_KEY_PEM,
+    "ALLOWED_REDIRECT_URI_SCHEMES": ["http", "https"],
+    # RFC 9700: store token hashes only, refuse the implicit and password grants and plain PKCE.
+    "COMPLIANT_BCP_RFC9700_TOKEN_STORAGE": True,
+    "COMPLIANT_BCP_RFC9700_IMPLICIT_GRANT": True,
+    "COMPLIANT_BCP_RFC9700_PASSWORD_GRANT": True,
+    "COMPLIANT_BCP_RFC9700_PKCE_METHOD": True,
+    "REFRESH_TOKEN_REUSE_PROTECTION": True,
+}
 
 REST_FRAMEWORK = {
     "UNAUTHENTICATED_USER": None,

@@ -70,6 +70,8 @@ def print_banner(port: str) -> None:
                 f"  platform admin:        {base}/admin/",
                 f"  probes:                {base}/healthz  {base}/readyz",
                 f"  demo login:            admin / {os.environ['DEMO_PASSWORD']}",
+                f"  SMART discovery:       {base}/t/{DEMO_TENANT}/fhir/.well-known/smart-configuration",
+                '  a bearer token:        make manage ARGS="issue_token --tenant demo --scopes system/*.*"',
                 "  Ctrl-C stops the server (and the embedded database).",
                 "",
             ]
