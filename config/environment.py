@@ -49,6 +49,18 @@ def env_list(name: str, default: list[str]) -> list[str]:
     return [item.strip() for item in value.split(",") if item.strip()]
 
 
+def tls_files() -> tuple[str, str] | None:
+    """(certificate, private key) PEM paths when the server serves HTTPS itself, else None."""
+    cert, key = env_str("TLS_CERT_FILE"), env_str("TLS_KEY_FILE")
+    if bool(cert) != bool(key):
+        missing = "TLS_KEY_FILE" if cert else "TLS_CERT_FILE"
+        raise ImproperlyConfigured(
+            f"{missing} is not set: set both TLS_CERT_FILE and TLS_KEY_FILE to serve HTTPS, "
+            "or neither to serve plain HTTP."
+        )
+    return (cert, key) if cert else None
+
+
 def load_dev_env(folder: Path) -> None:
     """Put the KEY=VALUE lines of `<folder>/dev.env` into os.environ, never overriding."""
     path = folder / DEV_ENV_NAME
