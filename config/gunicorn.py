@@ -1,6 +1,7 @@
 """gunicorn settings: JSON logs like the application's; the access log is AccessLogMiddleware's.
 
-Also HTTPS served directly (TLS_CERT_FILE and TLS_KEY_FILE).
+Also HTTPS served directly (TLS_CERT_FILE and TLS_KEY_FILE), and no trust in forwarded headers
+here: config/proxy.py alone decides which peers may set them (TRUSTED_PROXIES).
 """
 
 import os
@@ -37,6 +38,11 @@ def on_starting(server):
     if server.cfg.is_ssl:
         gunicorn.sock.ssl_context(server.cfg)
 
+
+# gunicorn's default trusts loopback peers to set the scheme (X-Forwarded-Proto, -Ssl, -Protocol)
+# and SCRIPT_NAME/PATH_INFO headers. Trust none: Django decides the scheme and host, and only
+# for TRUSTED_PROXIES, so that one setting governs them (config/proxy.py).
+forwarded_allow_ips = ""
 
 accesslog = None
 logconfig_dict = {

@@ -13,6 +13,7 @@ from config.environment import (
     decode_phi_master_key,
     env_bool,
     env_list,
+    env_networks,
     env_str,
     load_dev_env,
 )
@@ -53,6 +54,13 @@ if AUTH_MODE == "development" and not DEBUG:
 PARENT_DOMAIN = env_str("PARENT_DOMAIN", "localhost").lower().strip(".")
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", [PARENT_DOMAIN, f".{PARENT_DOMAIN}", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+
+# --- Reverse proxies ----------------------------------------------------------------------
+# X-Forwarded-Proto/-Host count only from these peers; config/proxy.py deletes them from any
+# other, so the two Django settings below never see a client's own values.
+TRUSTED_PROXIES = env_networks("TRUSTED_PROXIES")
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+USE_X_FORWARDED_HOST = True
 
 # --- Database -----------------------------------------------------------------------------
 DB_ROLE = database.current_role()
@@ -98,6 +106,7 @@ TENANT_APPS = [
 INSTALLED_APPS = SHARED_APPS + [app for app in TENANT_APPS if app not in SHARED_APPS]
 
 MIDDLEWARE = [
+    "config.proxy.TrustedProxyMiddleware",  # first: everything after reads scheme and host
     "django.middleware.security.SecurityMiddleware",
     "django.middleware.gzip.GZipMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -156,7 +165,6 @@ SESSION_COOKIE_SECURE = not DEBUG
 CSRF_COOKIE_SECURE = not DEBUG
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
-SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if env_bool("BEHIND_TLS_PROXY") else None
 
 # --- FHIR API ------------------------------------------------------------------------------
 FHIR_SERVER_VERSION = "0.1.0"
