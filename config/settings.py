@@ -14,6 +14,7 @@ from config.environment import (
     env_bool,
     env_list,
     env_networks,
+    env_origins,
     env_str,
     load_dev_env,
 )
@@ -55,12 +56,17 @@ PARENT_DOMAIN = env_str("PARENT_DOMAIN", "localhost").lower().strip(".")
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", [PARENT_DOMAIN, f".{PARENT_DOMAIN}", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 
-# --- Reverse proxies ----------------------------------------------------------------------
+# --- Proxies and browsers -----------------------------------------------------------------
 # X-Forwarded-Proto/-Host count only from these peers; config/proxy.py deletes them from any
 # other, so the two Django settings below never see a client's own values.
 TRUSTED_PROXIES = env_networks("TRUSTED_PROXIES")
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 USE_X_FORWARDED_HOST = True
+# Origins whose scripts may call the FHIR API (config/cors.py). The API authenticates with bearer
+# tokens, never cookies, so a foreign page gains nothing without a token: any origin by default.
+# Without authentication (AUTH_MODE=development) that would let any web page the developer
+# visits read the data, so there the default is none.
+CORS_ALLOWED_ORIGINS = env_origins("CORS_ALLOWED_ORIGINS", [] if AUTH_MODE == "development" else ["*"])
 
 # --- Database -----------------------------------------------------------------------------
 DB_ROLE = database.current_role()
@@ -112,6 +118,7 @@ MIDDLEWARE = [
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "audit.middleware.RequestIdMiddleware",
     "audit.middleware.AccessLogMiddleware",
+    "config.cors.CorsMiddleware",  # before tenant and auth: preflights carry no token
     "tenants.middleware.TenantMiddleware",
     "smart_auth.middleware.AuthContextMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
