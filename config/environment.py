@@ -9,9 +9,11 @@ always win over the file.
 from __future__ import annotations
 
 import base64
+import ipaddress
 import os
 import secrets
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -47,6 +49,69 @@ def env_list(name: str, default: list[str]) -> list[str]:
     if value is None:
         return default
     return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def env_networks(name: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """Comma-separated IP addresses or CIDR networks (empty when unset)."""
+    networks = []
+    for item in env_list(name, []):
+        try:
+            networks.append(ipaddress.ip_network(item))
+        except ValueError as exc:  # also 10.0.0.1/8: host bits set hints at a typo
+            raise ImproperlyConfigured(f"{name}: {item!r} is not an IP address or network ({exc})") from exc
+    return tuple(networks)
+
+
+ANY_ORIGIN = "*"
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def env_origins(name: str, default: list[str]) -> tuple[str, ...]:
+    """Comma-separated origins (`scheme://host[:port]`), or `*` alone for any origin.
+
+    Each is kept in the form browsers send in `Origin` (RFC 6454, section 6.2: lowercase
+    scheme and host, default port omitted), so a plain string comparison decides.
+    """
+    values = env_list(name, default)
+    if ANY_ORIGIN in values:
+        if len(values) > 1:
+            raise ImproperlyConfigured(f"{name}: `*` allows every origin and cannot be combined with others")
+        return (ANY_ORIGIN,)
+    return tuple(_serialized_origin(name, value) for value in values)
+
+
+def _serialized_origin(name: str, value: str) -> str:
+    parts = urlsplit(value)
+    try:
+        port = parts.port
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name}: {value!r} has an invalid port") from exc
+    if (
+        parts.scheme not in _DEFAULT_PORTS
+        or not parts.hostname
+        or parts.username is not None
+        or parts.path
+        or parts.query
+        or parts.fragment
+    ):
+        raise ImproperlyConfigured(
+            f"{name}: {value!r} is not an origin; write scheme://host[:port], with no path or trailing slash"
+        )
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    suffix = "" if port in (None, _DEFAULT_PORTS[parts.scheme]) else f":{port}"
+    return f"{parts.scheme}://{host}{suffix}"
+
+
+def tls_files() -> tuple[str, str] | None:
+    """(certificate, private key) PEM paths when the server serves HTTPS itself, else None."""
+    cert, key = env_str("TLS_CERT_FILE"), env_str("TLS_KEY_FILE")
+    if bool(cert) != bool(key):
+        missing = "TLS_KEY_FILE" if cert else "TLS_CERT_FILE"
+        raise ImproperlyConfigured(
+            f"{missing} is not set: set both TLS_CERT_FILE and TLS_KEY_FILE to serve HTTPS, "
+            "or neither to serve plain HTTP."
+        )
+    return (cert, key) if cert else None
 
 
 def load_dev_env(folder: Path) -> None:

@@ -13,6 +13,8 @@ from config.environment import (
     decode_phi_master_key,
     env_bool,
     env_list,
+    env_networks,
+    env_origins,
     env_str,
     load_dev_env,
     read_signing_key_pem,
@@ -55,6 +57,18 @@ if AUTH_MODE == "development" and not DEBUG:
 PARENT_DOMAIN = env_str("PARENT_DOMAIN", "localhost").lower().strip(".")
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", [PARENT_DOMAIN, f".{PARENT_DOMAIN}", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+
+# --- Proxies and browsers -----------------------------------------------------------------
+# X-Forwarded-Proto/-Host count only from these peers; config/proxy.py deletes them from any
+# other, so the two Django settings below never see a client's own values.
+TRUSTED_PROXIES = env_networks("TRUSTED_PROXIES")
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+USE_X_FORWARDED_HOST = True
+# Origins whose scripts may call the FHIR API (config/cors.py). The API authenticates with bearer
+# tokens, never cookies, so a foreign page gains nothing without a token: any origin by default.
+# Without authentication (AUTH_MODE=development) that would let any web page the developer
+# visits read the data, so there the default is none.
+CORS_ALLOWED_ORIGINS = env_origins("CORS_ALLOWED_ORIGINS", [] if AUTH_MODE == "development" else ["*"])
 
 # --- Database -----------------------------------------------------------------------------
 DB_ROLE = database.current_role()
@@ -101,11 +115,13 @@ TENANT_APPS = [
 INSTALLED_APPS = SHARED_APPS + [app for app in TENANT_APPS if app not in SHARED_APPS]
 
 MIDDLEWARE = [
+    "config.proxy.TrustedProxyMiddleware",  # first: everything after reads scheme and host
     "django.middleware.security.SecurityMiddleware",
     "django.middleware.gzip.GZipMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "audit.middleware.RequestIdMiddleware",
     "audit.middleware.AccessLogMiddleware",
+    "config.cors.CorsMiddleware",  # before tenant and auth: preflights carry no token
     "tenants.middleware.TenantMiddleware",
     "smart_auth.middleware.AuthContextMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -159,7 +175,6 @@ SESSION_COOKIE_SECURE = not DEBUG
 CSRF_COOKIE_SECURE = not DEBUG
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
-SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if env_bool("BEHIND_TLS_PROXY") else None
 
 # --- FHIR API ------------------------------------------------------------------------------
 FHIR_SERVER_VERSION = "0.1.0"
