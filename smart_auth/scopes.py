@@ -237,4 +237,4 @@ def require_role(context: AuthContext, role: str) -> None:
     an administrator has every role."""
     roles = context.roles or roles_from_scopes(context.scopes)
     if role not in roles and "admin" not in roles:
-        raise errors.FhirError.single(403, "forbidden", f"This needs the {role} role")
+        raise errors.forbidden(f"This needs the {role} role")
