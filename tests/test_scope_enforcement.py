@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import orjson
 import pytest
 
+from fhirserver.api.authorization import named
 from tests.scope_clients import Client, client_for
 
 LAB = "http://terminology.hl7.org/CodeSystem/observation-category|laboratory"
@@ -303,6 +304,25 @@ def test_everything_of_another_patient_is_refused_and_own_stays_in_reach(world):
     observations_only = patient_client(world, "patient/Patient.rs patient/Observation.rs")
     limited = ids(observations_only.get(f"/Patient/{world.patient_a}/$everything").json())
     assert {t.split("/")[0] for t in limited} == {"Patient", "Observation"}
+
+
+def test_everything_applies_restrictions_in_its_page_query(world):
+    client = patient_client(world, f"patient/Patient.rs patient/Observation.rs?category={LAB}")
+    everything = client.get(f"/Patient/{world.patient_a}/$everything", params={"_count": "1"})
+    seen, response = set(), everything
+    while True:
+        bundle = response.json()
+        seen |= ids(bundle)
+        next_url = next((link["url"] for link in bundle["link"] if link["relation"] == "next"), None)
+        if next_url is None:
+            break
+        response = client.get_url(next_url)
+    assert seen == {f"Patient/{world.patient_a}", f"Observation/{world.lab_a}"}
+
+
+def test_positional_conditions_keep_literal_percent_signs_when_named():
+    condition = ("a = %s AND b LIKE '%%' || %s", [1, "x"])
+    assert named(condition, "p") == ("a = %(p_0)s AND b LIKE '%%' || %(p_1)s", {"p_0": 1, "p_1": "x"})
 
 
 def test_meta_operations_follow_read_and_update(world):
