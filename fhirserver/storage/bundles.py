@@ -15,7 +15,7 @@ import base64
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from django.db import transaction
 
@@ -26,6 +26,7 @@ from fhirserver.storage.patching import JSON_PATCH, apply_json_patch, parse_json
 from fhirserver.storage.repository import Repository, StoredResource, format_instant, new_id
 from fhirserver.storage.stored import version_of
 
+T = TypeVar("T")
 ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
 _CONDITIONAL_REFERENCE = re.compile(r"^([A-Z][A-Za-z]+)\?(.+)$", re.S)
 _INSTANCE_URL = re.compile(r"^([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/([0-9]+))?$")
@@ -240,8 +241,8 @@ def _execute(repository: Repository, entry: _Entry, guard: Guard) -> EntryResult
 
 
 def _checked_write(
-    repository: Repository, guard: Guard, target: tuple[str, str], interaction: str, write: Callable
-) -> tuple:
+    repository: Repository, guard: Guard, target: tuple[str, str], interaction: str, write: Callable[[], T]
+) -> T:
     """`write()`, with the version it replaces and the one it writes both within reach."""
     guard.require(target[0], interaction)
     guard.check_instance(*target, interaction, writing=True, flush=repository.flush)
