@@ -23,5 +23,6 @@ ENV PATH=/opt/venv/bin:$PATH DEBUG=0 PYTHONUNBUFFERED=1 HOST=0.0.0.0 PORT=8000
 USER fhir
 EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
-  CMD python -c "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ['PORT'], timeout=4)"
+  CMD ["python", "scripts/healthcheck.py"]
+# Serves HTTPS itself when TLS_CERT_FILE and TLS_KEY_FILE are set (mount them), else HTTP.
 CMD ["gunicorn", "-c", "config/gunicorn.py", "config.wsgi"]

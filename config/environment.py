@@ -9,9 +9,11 @@ always win over the file.
 from __future__ import annotations
 
 import base64
+import ipaddress
 import os
 import secrets
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -49,6 +51,69 @@ def env_list(name: str, default: list[str]) -> list[str]:
     return [item.strip() for item in value.split(",") if item.strip()]
 
 
+def env_networks(name: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """Comma-separated IP addresses or CIDR networks (empty when unset)."""
+    networks = []
+    for item in env_list(name, []):
+        try:
+            networks.append(ipaddress.ip_network(item))
+        except ValueError as exc:  # also 10.0.0.1/8: host bits set hints at a typo
+            raise ImproperlyConfigured(f"{name}: {item!r} is not an IP address or network ({exc})") from exc
+    return tuple(networks)
+
+
+ANY_ORIGIN = "*"
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def env_origins(name: str, default: list[str]) -> tuple[str, ...]:
+    """Comma-separated origins (`scheme://host[:port]`), or `*` alone for any origin.
+
+    Each is kept in the form browsers send in `Origin` (RFC 6454, section 6.2: lowercase
+    scheme and host, default port omitted), so a plain string comparison decides.
+    """
+    values = env_list(name, default)
+    if ANY_ORIGIN in values:
+        if len(values) > 1:
+            raise ImproperlyConfigured(f"{name}: `*` allows every origin and cannot be combined with others")
+        return (ANY_ORIGIN,)
+    return tuple(_serialized_origin(name, value) for value in values)
+
+
+def _serialized_origin(name: str, value: str) -> str:
+    parts = urlsplit(value)
+    try:
+        port = parts.port
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name}: {value!r} has an invalid port") from exc
+    if (
+        parts.scheme not in _DEFAULT_PORTS
+        or not parts.hostname
+        or parts.username is not None
+        or parts.path
+        or parts.query
+        or parts.fragment
+    ):
+        raise ImproperlyConfigured(
+            f"{name}: {value!r} is not an origin; write scheme://host[:port], with no path or trailing slash"
+        )
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    suffix = "" if port in (None, _DEFAULT_PORTS[parts.scheme]) else f":{port}"
+    return f"{parts.scheme}://{host}{suffix}"
+
+
+def tls_files() -> tuple[str, str] | None:
+    """(certificate, private key) PEM paths when the server serves HTTPS itself, else None."""
+    cert, key = env_str("TLS_CERT_FILE"), env_str("TLS_KEY_FILE")
+    if bool(cert) != bool(key):
+        missing = "TLS_KEY_FILE" if cert else "TLS_CERT_FILE"
+        raise ImproperlyConfigured(
+            f"{missing} is not set: set both TLS_CERT_FILE and TLS_KEY_FILE to serve HTTPS, "
+            "or neither to serve plain HTTP."
+        )
+    return (cert, key) if cert else None
+
+
 def load_dev_env(folder: Path) -> None:
     """Put the KEY=VALUE lines of `<folder>/dev.env` into os.environ, never overriding."""
     path = folder / DEV_ENV_NAME
@@ -76,8 +141,7 @@ def ensure_dev_env(folder: Path) -> Path:
     if not path.exists():
         values = {
             "DEBUG": "1",
-            # Until SMART authorization lands, the API is open only in development mode.
-            "AUTH_MODE": "development",
+            "AUTH_MODE": "standalone",  # this server is its own SMART authorization server
             "SECRET_KEY": secrets.token_urlsafe(50),
             "PHI_MASTER_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
             "APP_DB_PASSWORD": secrets.token_urlsafe(24),
@@ -125,3 +189,22 @@ def decode_phi_master_key(value: str) -> bytes:
     if len(raw) != 32:
         raise ImproperlyConfigured(f"PHI_MASTER_KEY must decode to 32 bytes, got {len(raw)}")
     return raw
+
+
+def read_signing_key_pem(pem: str | None, path: str | None) -> str:
+    """The SMART signing key: an RSA private key of at least 2048 bits, as PEM text (RS256)."""
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    if not pem:
+        try:
+            pem = Path(path).read_text()
+        except OSError as exc:
+            raise ImproperlyConfigured(f"SMART_SIGNING_KEY_FILE cannot be read: {exc.strerror}") from exc
+    try:
+        key = load_pem_private_key(pem.encode(), password=None)
+    except ValueError as exc:
+        raise ImproperlyConfigured("The SMART signing key is not an unencrypted PEM private key") from exc
+    if not isinstance(key, rsa.RSAPrivateKey) or key.key_size < 2048:
+        raise ImproperlyConfigured("The SMART signing key must be an RSA key of at least 2048 bits")
+    return pem

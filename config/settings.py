@@ -13,8 +13,11 @@ from config.environment import (
     decode_phi_master_key,
     env_bool,
     env_list,
+    env_networks,
+    env_origins,
     env_str,
     load_dev_env,
+    read_signing_key_pem,
 )
 
 DATA_DIR = data_dir()
@@ -42,6 +45,7 @@ SMART_SIGNING_KEY_FILE = env_str("SMART_SIGNING_KEY_FILE")
 SMART_SIGNING_KEY = env_str("SMART_SIGNING_KEY")
 if not (SMART_SIGNING_KEY or SMART_SIGNING_KEY_FILE):
     raise ImproperlyConfigured("Set SMART_SIGNING_KEY (PEM) or SMART_SIGNING_KEY_FILE (path to PEM).")
+SMART_SIGNING_KEY_PEM = read_signing_key_pem(SMART_SIGNING_KEY, SMART_SIGNING_KEY_FILE)
 
 AUTH_MODES = ("development", "standalone", "external")
 AUTH_MODE = env_str("AUTH_MODE", "standalone")
@@ -53,6 +57,18 @@ if AUTH_MODE == "development" and not DEBUG:
 PARENT_DOMAIN = env_str("PARENT_DOMAIN", "localhost").lower().strip(".")
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", [PARENT_DOMAIN, f".{PARENT_DOMAIN}", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+
+# --- Proxies and browsers -----------------------------------------------------------------
+# X-Forwarded-Proto/-Host count only from these peers; config/proxy.py deletes them from any
+# other, so the two Django settings below never see a client's own values.
+TRUSTED_PROXIES = env_networks("TRUSTED_PROXIES")
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+USE_X_FORWARDED_HOST = True
+# Origins whose scripts may call the FHIR API (config/cors.py). The API authenticates with bearer
+# tokens, never cookies, so a foreign page gains nothing without a token: any origin by default.
+# Without authentication (AUTH_MODE=development) that would let any web page the developer
+# visits read the data, so there the default is none.
+CORS_ALLOWED_ORIGINS = env_origins("CORS_ALLOWED_ORIGINS", [] if AUTH_MODE == "development" else ["*"])
 
 # --- Database -----------------------------------------------------------------------------
 DB_ROLE = database.current_role()
@@ -92,17 +108,20 @@ TENANT_APPS = [
     "django.contrib.sessions",
     "django.contrib.admin",
     "fhirserver",
+    "oauth2_provider",  # before smart_auth, whose admin moves the toolkit's to the tenant site
     "smart_auth",
     "audit",
 ]
 INSTALLED_APPS = SHARED_APPS + [app for app in TENANT_APPS if app not in SHARED_APPS]
 
 MIDDLEWARE = [
+    "config.proxy.TrustedProxyMiddleware",  # first: everything after reads scheme and host
     "django.middleware.security.SecurityMiddleware",
     "django.middleware.gzip.GZipMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "audit.middleware.RequestIdMiddleware",
     "audit.middleware.AccessLogMiddleware",
+    "config.cors.CorsMiddleware",  # before tenant and auth: preflights carry no token
     "tenants.middleware.TenantMiddleware",
     "smart_auth.middleware.AuthContextMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -156,7 +175,6 @@ SESSION_COOKIE_SECURE = not DEBUG
 CSRF_COOKIE_SECURE = not DEBUG
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
-SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if env_bool("BEHIND_TLS_PROXY") else None
 
 # --- FHIR API ------------------------------------------------------------------------------
 FHIR_SERVER_VERSION = "0.1.0"
@@ -167,6 +185,40 @@ FHIR_CONDITIONAL_DELETE_MAX = int(env_str("FHIR_CONDITIONAL_DELETE_MAX", "100"))
 FHIR_MAX_INCLUDES = int(env_str("FHIR_MAX_INCLUDES", "1000"))  # per search page
 # Request bodies are read whole; the largest Synthea transaction is 60 MB.
 DATA_UPLOAD_MAX_MEMORY_SIZE = int(env_str("FHIR_MAX_BODY_MB", "128")) * 1024 * 1024
+
+# --- SMART on FHIR authorization server (django-oauth-toolkit; smart_auth/) ----------------
+OAUTH2_PROVIDER_APPLICATION_MODEL = "smart_auth.Client"
+# The toolkit's own token models, named because smart_auth's GrantedContext refers to Grant.
+OAUTH2_PROVIDER_GRANT_MODEL = "oauth2_provider.Grant"
+OAUTH2_PROVIDER_ACCESS_TOKEN_MODEL = "oauth2_provider.AccessToken"  # noqa: S105 (a model name)
+OAUTH2_PROVIDER_REFRESH_TOKEN_MODEL = "oauth2_provider.RefreshToken"  # noqa: S105 (a model name)
+OAUTH2_PROVIDER_ID_TOKEN_MODEL = "oauth2_provider.IDToken"  # noqa: S105 (a model name)
+SMART_ACCESS_TOKEN_SECONDS = int(env_str("SMART_ACCESS_TOKEN_SECONDS", "3600"))
+# ONC (g)(10) asks for refresh tokens valid at least three months.
+SMART_REFRESH_TOKEN_DAYS = int(env_str("SMART_REFRESH_TOKEN_DAYS", "120"))
+# Earlier signing keys stay in the JWKS (and keep verifying) until their tokens expire.
+SMART_RETIRED_SIGNING_KEY_FILES = env_list("SMART_RETIRED_SIGNING_KEY_FILES", [])
+SMART_STYLE_URL_PATH = "auth/smart-style.json"
+OAUTH2_PROVIDER = {
+    "OAUTH2_VALIDATOR_CLASS": "smart_auth.validator.SmartValidator",
+    "OAUTH2_BACKEND_CLASS": "smart_auth.oauthlib_core.SmartOAuthLibCore",
+    "ACCESS_TOKEN_GENERATOR": "smart_auth.tokens.access_token_generator",
+    "ACCESS_TOKEN_EXPIRE_SECONDS": SMART_ACCESS_TOKEN_SECONDS,
+    "ID_TOKEN_EXPIRE_SECONDS": SMART_ACCESS_TOKEN_SECONDS,
+    "REFRESH_TOKEN_EXPIRE_SECONDS": SMART_REFRESH_TOKEN_DAYS * 86400,
+    "AUTHORIZATION_CODE_EXPIRE_SECONDS": 120,
+    "REFRESH_TOKEN_GENERATOR": "oauthlib.oauth2.rfc6749.tokens.random_token_generator",
+    "OIDC_ENABLED": True,
+    # The toolkit checks that RS256 clients have a key; our id tokens are signed by smart_auth.keys.
+    "OIDC_RSA_PRIVATE_KEY": SMART_SIGNING_KEY_PEM,
+    "ALLOWED_REDIRECT_URI_SCHEMES": ["http", "https"],
+    # RFC 9700: store token hashes only, refuse the implicit and password grants and plain PKCE.
+    "COMPLIANT_BCP_RFC9700_TOKEN_STORAGE": True,
+    "COMPLIANT_BCP_RFC9700_IMPLICIT_GRANT": True,
+    "COMPLIANT_BCP_RFC9700_PASSWORD_GRANT": True,
+    "COMPLIANT_BCP_RFC9700_PKCE_METHOD": True,
+    "REFRESH_TOKEN_REUSE_PROTECTION": True,
+}
 
 REST_FRAMEWORK = {
     "UNAUTHENTICATED_USER": None,

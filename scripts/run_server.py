@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from config import embedded_postgres  # noqa: E402
-from config.environment import data_dir, ensure_dev_env, env_str, load_dev_env  # noqa: E402
+from config.environment import data_dir, ensure_dev_env, env_str, load_dev_env, tls_files  # noqa: E402
 
 DEMO_TENANT = "demo"
 SHARED_DEMO_DATA = ROOT.parent / "shared" / "data" / "synthea" / "smart-synthea-2019"
@@ -31,6 +31,7 @@ def main() -> int:
     folder = data_dir()
     ensure_dev_env(folder)
     load_dev_env(folder)
+    scheme = "https" if tls_files() else "http"  # checked before anything starts
     if not env_str("DATABASE_URL"):
         embedded_postgres.ensure_running(folder)  # held by this process until it exits
 
@@ -41,7 +42,7 @@ def main() -> int:
     manage("load_bundles", "--tenant", DEMO_TENANT, "--if-empty", str(demo_data))
 
     port = os.environ.get("PORT", "8000")
-    print_banner(port)
+    print_banner(scheme, port)
     server = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "-c", "config/gunicorn.py", "config.wsgi"]
         + (["--reload"] if os.environ.get("DEBUG") == "1" else []),
@@ -56,20 +57,22 @@ def main() -> int:
         return 0
 
 
-def print_banner(port: str) -> None:
-    base = f"http://127.0.0.1:{port}"
+def print_banner(scheme: str, port: str) -> None:
+    base = f"{scheme}://127.0.0.1:{port}"
     print(
         "\n".join(
             [
                 "",
                 "FHIR server (development)",
                 f"  tenant '{DEMO_TENANT}' by path:  {base}/t/{DEMO_TENANT}/",
-                f"  tenant '{DEMO_TENANT}' by host:  http://{DEMO_TENANT}.localhost:{port}/",
+                f"  tenant '{DEMO_TENANT}' by host:  {scheme}://{DEMO_TENANT}.localhost:{port}/",
                 f"  FHIR base:             {base}/t/{DEMO_TENANT}/fhir  (try /metadata, /Patient)",
                 f"  tenant admin:          {base}/t/{DEMO_TENANT}/admin/",
                 f"  platform admin:        {base}/admin/",
                 f"  probes:                {base}/healthz  {base}/readyz",
                 f"  demo login:            admin / {os.environ['DEMO_PASSWORD']}",
+                f"  SMART discovery:       {base}/t/{DEMO_TENANT}/fhir/.well-known/smart-configuration",
+                '  a bearer token:        make manage ARGS="issue_token --tenant demo --scopes system/*.*"',
                 "  Ctrl-C stops the server (and the embedded database).",
                 "",
             ]

@@ -1,20 +1,26 @@
 """Authentication of FHIR API requests (after the tenant middleware).
 
 AUTH_MODE=development gives every request an administrator context (settings refuse it unless
-DEBUG). The SMART token modes (standalone, external) verify bearer tokens; until that lands,
-they refuse every FHIR request with 401 rather than serve patient data unauthenticated.
+DEBUG). AUTH_MODE=standalone verifies this server's own access tokens (smart_auth.tokens).
+A missing, expired, revoked or foreign token gets 401 with `WWW-Authenticate` (RFC 6750 3).
 """
 
 from __future__ import annotations
 
+import logging
+
 from django.conf import settings
 
 from fhirserver.operation_outcome import outcome_response
-from smart_auth.context import development_context
+from smart_auth.context import AuthContext, development_context
+from smart_auth.tokens import InvalidToken, verify_access_token
 
+logger = logging.getLogger(__name__)
 FHIR_PREFIX = "/fhir"
-# The CapabilityStatement is public: clients read it to learn how to authorize (SMART App Launch).
-PUBLIC_PATHS = frozenset({"/fhir/metadata"})
+# Public: clients read these to learn how to authorize (SMART App Launch 2.x, FHIR R4 http.html).
+PUBLIC_PATHS = frozenset(
+    {"/fhir/metadata", "/fhir/.well-known/smart-configuration", "/fhir/.well-known/openid-configuration"}
+)
 
 
 class AuthContextMiddleware:
@@ -33,10 +39,38 @@ class AuthContextMiddleware:
         if settings.AUTH_MODE == "development":
             request.auth_context = development_context(tenant.slug)
             return self.get_response(request)
-        response = outcome_response(
-            401,
-            "login",
-            "A bearer token is required; SMART authorization is not available on this server yet.",
-        )
-        response["WWW-Authenticate"] = 'Bearer realm="fhir"'
-        return response
+        token = _bearer(request)
+        if token is None:
+            return _unauthorized(None, "A bearer token is required")
+        try:
+            claims = verify_access_token(token, tenant.slug)
+        except InvalidToken as exc:
+            logger.info("bearer token refused: %s", exc)
+            return _unauthorized("invalid_token", "The access token is invalid, expired or revoked")
+        request.auth_context = context_from_claims(claims)
+        return self.get_response(request)
+
+
+def context_from_claims(claims: dict) -> AuthContext:
+    return AuthContext(
+        user=claims["sub"],
+        roles=frozenset({claims["role"]}) if claims.get("role") else frozenset(),
+        scopes=frozenset(claims.get("scope", "").split()),
+        patient=claims.get("patient"),
+        encounter=claims.get("encounter"),
+        fhir_user=claims.get("fhirUser"),
+        client_id=claims.get("client_id"),
+        tenant=claims["tenant"],
+    )
+
+
+def _bearer(request) -> str | None:
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    return token.strip() or None if scheme.lower() == "bearer" else None
+
+
+def _unauthorized(error: str | None, message: str):
+    response = outcome_response(401, "login", message)
+    challenge = 'Bearer realm="fhir"' + (f', error="{error}"' if error else "")
+    response["WWW-Authenticate"] = challenge
+    return response

@@ -46,6 +46,15 @@ def resolve(host: str, path_info: str) -> TenantAddress | None:
     return TenantAddress(tenant, f"/{settings.TENANT_PATH_PREFIX}/{match['slug']}", match["rest"] or "/")
 
 
+def without_path_prefix(path_info: str) -> str:
+    """The path with a leading /t/<slug> removed, decided by the path alone (no look-up).
+
+    For code that runs before the tenant is resolved and only needs the tenant-relative path.
+    """
+    match = _PATH.match(path_info)
+    return path_info if match is None else match["rest"] or "/"
+
+
 _COLUMNS = "t.id, t.schema_name, t.slug, t.name, t.status, t.created"
 # Schema-qualified, so the lookup is right whatever search_path the (reused) connection has.
 TENANT_BY_SLUG = f"SELECT {_COLUMNS} FROM public.tenants_tenant t WHERE t.slug = %s"

@@ -19,6 +19,7 @@ from django.db import connection
 
 from config.database import app_db_user, replace_credentials
 from tests.database_plugin import TEST_DATABASE
+from tests.smart_support import PASSWORD, REDIRECT_URI, SmartApp, run_manage
 from tests.support import create_fresh_database, start_server
 
 TENANTS = {"alpha": "Alpha Clinic", "beta": "Beta Hospital"}
@@ -96,3 +97,114 @@ def fhir(fhir_server):
 def http(server):
     with httpx.Client(base_url=server.url, timeout=30) as client:
         yield client
+
+
+# --- SMART: a server in standalone auth mode and a tenant world of users and apps ---------
+
+
+@pytest.fixture(scope="session")
+def smart_server(django_db_setup, tmp_path_factory):
+    env = {"DEBUG": "1", "AUTH_MODE": "standalone"}
+    running = start_server(tmp_path_factory.mktemp("smart-server") / "server.log", env=env)
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="session")
+def world(smart_server):
+    """Tenant alpha with a patient, a patient login, a practitioner login and three apps."""
+    suffix = uuid.uuid4().hex[:8]
+    admin_token = run_manage("issue_token", "--tenant", "alpha", "--scopes", "system/*.*")
+    base = f"{smart_server.url}/t/alpha/fhir"
+    headers = {"Authorization": f"Bearer {admin_token}"}
+    family = f"Smartpatient{suffix}"
+    patient = httpx.post(
+        f"{base}/Patient",
+        json={"resourceType": "Patient", "name": [{"family": family, "given": ["Ada"]}]},
+        headers=headers,
+    ).json()
+    encounter = httpx.post(
+        f"{base}/Encounter",
+        json={
+            "resourceType": "Encounter",
+            "status": "finished",
+            "class": {"code": "AMB"},
+            "subject": {"reference": f"Patient/{patient['id']}"},
+        },
+        headers=headers,
+    ).json()
+    practitioner = httpx.post(
+        f"{base}/Practitioner", json={"resourceType": "Practitioner"}, headers=headers
+    ).json()
+    run_manage(
+        "create_user",
+        "--tenant",
+        "alpha",
+        "--username",
+        f"pat{suffix}",
+        "--password",
+        PASSWORD,
+        "--fhir-user",
+        f"Patient/{patient['id']}",
+    )
+    run_manage(
+        "create_user",
+        "--tenant",
+        "alpha",
+        "--username",
+        f"doc{suffix}",
+        "--password",
+        PASSWORD,
+        "--fhir-user",
+        f"Practitioner/{practitioner['id']}",
+    )
+    secret = uuid.uuid4().hex
+    run_manage(
+        "register_client",
+        "--tenant",
+        "alpha",
+        "--client-id",
+        f"conf{suffix}",
+        "--confidential",
+        "--redirect-uri",
+        REDIRECT_URI,
+        "--secret",
+        secret,
+        "--launch-uri",
+        "http://app.example/launch",
+    )
+    run_manage(
+        "register_client",
+        "--tenant",
+        "alpha",
+        "--client-id",
+        f"pub{suffix}",
+        "--public",
+        "--redirect-uri",
+        REDIRECT_URI,
+    )
+    run_manage(
+        "register_client",
+        "--tenant",
+        "alpha",
+        "--client-id",
+        f"keep{suffix}",
+        "--confidential",
+        "--redirect-uri",
+        REDIRECT_URI,
+        "--secret",
+        secret,
+        "--keep-refresh-tokens",
+    )
+    return {
+        "server": smart_server.url,
+        "patient": patient["id"],
+        "encounter": encounter["id"],
+        "practitioner": practitioner["id"],
+        "family": family,
+        "patient_user": f"pat{suffix}",
+        "doctor_user": f"doc{suffix}",
+        "confidential": SmartApp(smart_server.url, "alpha", f"conf{suffix}", secret),
+        "public": SmartApp(smart_server.url, "alpha", f"pub{suffix}"),
+        "keeping": SmartApp(smart_server.url, "alpha", f"keep{suffix}", secret),
+    }

@@ -7,6 +7,7 @@ import base64
 import os
 import secrets
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -101,13 +102,15 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_until_answers(url: str, process: subprocess.Popen, timeout: float = 60) -> None:
+def wait_until_answers(
+    url: str, process: subprocess.Popen, timeout: float = 60, verify: ssl.SSLContext | bool = True
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"server exited with {process.returncode} before answering {url}")
         try:
-            if httpx.get(url, timeout=2).status_code == 200:
+            if httpx.get(url, timeout=2, verify=verify).status_code == 200:
                 return
         except httpx.TransportError:
             pass
@@ -129,9 +132,13 @@ class RunningServer:
         self.process.wait(timeout=30)
 
 
-def start_server(log_path: Path, workers: int = 2, env: dict | None = None) -> RunningServer:
-    """gunicorn serving the project on a free port, as the runtime role."""
+def start_server(
+    log_path: Path, workers: int = 2, env: dict | None = None, verify: ssl.SSLContext | bool = True
+) -> RunningServer:
+    """gunicorn serving the project on a free port, as the runtime role; over HTTPS when `env`
+    has TLS_CERT_FILE (`verify` then trusts its certificate)."""
     port = free_port()
+    scheme = "https" if (env or {}).get("TLS_CERT_FILE") else "http"
     with open(log_path, "w") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "-c", "config/gunicorn.py", "config.wsgi"],
@@ -140,9 +147,9 @@ def start_server(log_path: Path, workers: int = 2, env: dict | None = None) -> R
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-    server = RunningServer(f"http://127.0.0.1:{port}", log_path, process)
+    server = RunningServer(f"{scheme}://127.0.0.1:{port}", log_path, process)
     try:
-        wait_until_answers(server.url + "/healthz", process)
+        wait_until_answers(server.url + "/healthz", process, verify=verify)
     except RuntimeError:
         server.stop()
         raise

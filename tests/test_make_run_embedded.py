@@ -60,6 +60,17 @@ def stop(process: subprocess.Popen) -> str:
     return output
 
 
+def count_patients(base: str, env: dict) -> int:
+    issued = manage_command(
+        "issue_token", "--tenant", "demo", "--scopes", "user/*.rs", env=env, inherit=False
+    )
+    assert issued.returncode == 0, issued.stderr
+    headers = {"Authorization": f"Bearer {issued.stdout.strip()}"}
+    return httpx.get(base + "/t/demo/fhir/Patient", params={"_summary": "count"}, headers=headers).json()[
+        "total"
+    ]
+
+
 def test_run_from_empty_data_folder_then_restart_keeps_data(tmp_path):
     data_dir = tmp_path / "data"
     port = free_port()
@@ -70,7 +81,8 @@ def test_run_from_empty_data_folder_then_restart_keeps_data(tmp_path):
     try:
         wait_until_answers(base + "/readyz", first, timeout=180)
         assert httpx.get(base + "/t/demo/admin/login/").status_code == 200
-        patients = httpx.get(base + "/t/demo/fhir/Patient", params={"_summary": "count"}).json()["total"]
+        assert httpx.get(base + "/t/demo/fhir/Patient").status_code == 401  # standalone SMART auth
+        patients = count_patients(base, env)
         assert patients >= 3  # the demo patients were loaded
         # manage.py, run by hand beside the server, reaches the same embedded database.
         created = manage_command("create_tenant", "kept", env=env, inherit=False)
@@ -86,7 +98,7 @@ def test_run_from_empty_data_folder_then_restart_keeps_data(tmp_path):
     try:
         wait_until_answers(base + "/readyz", second, timeout=180)
         assert httpx.get(base + "/t/kept/admin/login/").status_code == 200
-        again = httpx.get(base + "/t/demo/fhir/Patient", params={"_summary": "count"}).json()["total"]
+        again = count_patients(base, env)
         assert again == patients  # kept, and not loaded twice
         listed = manage_command("list_tenants", env=env, inherit=False)
         assert [line.split()[0] for line in listed.stdout.splitlines()[1:]] == ["demo", "kept"]

@@ -1,9 +1,13 @@
 """/healthz, /readyz, request ids and structured logs, over real HTTP."""
 
 import json
+import os
+import subprocess
+import sys
 
 from psycopg import sql
 
+from config.environment import BASE_DIR
 from tenants.migration_status import unmigrated_schemas
 from tests.support import manage_command
 
@@ -58,3 +62,14 @@ def test_a_schema_missing_a_migration_is_reported(owner_db, unique_slug):
     )
     assert unmigrated_schemas() == [unique_slug]
     assert manage_command("delete_tenant", unique_slug, "--yes").returncode == 0
+
+
+def test_docker_healthcheck_probes_over_http(server):
+    port = server.url.rsplit(":", 1)[1]
+    probe = subprocess.run(
+        [sys.executable, str(BASE_DIR / "scripts" / "healthcheck.py")],
+        env={**os.environ, "PORT": port},
+        capture_output=True,
+        timeout=30,
+    )
+    assert probe.returncode == 0, probe.stderr

@@ -18,6 +18,12 @@ from tests.support import manage_command
         ({"AUTH_MODE": "development"}, "refused unless DEBUG"),
         ({"AUTH_MODE": "nonsense"}, "AUTH_MODE must be one of"),
         ({"DEBUG": "maybe"}, "DEBUG must be a boolean"),
+        ({"TRUSTED_PROXIES": "proxy.internal"}, "'proxy.internal' is not an IP address or network"),
+        ({"TRUSTED_PROXIES": "10.0.0.0/8, 10.0.0.1/8"}, "'10.0.0.1/8' is not an IP address or network"),
+        ({"CORS_ALLOWED_ORIGINS": "https://app.example.org/"}, "is not an origin"),
+        ({"CORS_ALLOWED_ORIGINS": "app.example.org"}, "is not an origin"),
+        ({"CORS_ALLOWED_ORIGINS": "https://app.example.org:99999"}, "has an invalid port"),
+        ({"CORS_ALLOWED_ORIGINS": "*, https://app.example.org"}, "cannot be combined"),
     ],
 )
 def test_misconfiguration_refuses_to_start(overrides, message):

@@ -13,6 +13,7 @@ from fhirserver.api.negotiation import fhir_response
 from fhirserver.registry import r4
 from fhirserver.search.query import parameters_for
 from fhirserver.search.sql import SUPPORTED_TYPES
+from smart_auth.urls_of import endpoints
 
 TYPE_INTERACTIONS = (
     "read",
@@ -32,11 +33,45 @@ OPERATION_TYPES = {"everything": "Patient"}
 
 
 def capabilities(request: HttpRequest) -> HttpResponse:
+    cached = _statement()
     statement = {
-        **_statement(),
+        **cached,
         "implementation": {"description": request.tenant.name, "url": base_url(request)},
+        "rest": [{**cached["rest"][0], "security": _security(request)}],
     }
     return fhir_response(request, statement)
+
+
+def _security(request: HttpRequest) -> dict:
+    """SMART on FHIR security: the service code and the `oauth-uris` extension
+    (SMART App Launch 1.0 "Declaring support for OAuth2 endpoints", still read by clients)."""
+    urls = endpoints(request)
+    uris = {
+        "authorize": urls["authorization_endpoint"],
+        "token": urls["token_endpoint"],
+        "introspect": urls["introspection_endpoint"],
+        "revoke": urls["revocation_endpoint"],
+    }
+    return {
+        "cors": True,
+        "service": [
+            {
+                "coding": [
+                    {
+                        "system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
+                        "code": "SMART-on-FHIR",
+                    }
+                ],
+                "text": "OAuth2 using SMART-on-FHIR profile (see http://docs.smarthealthit.org)",
+            }
+        ],
+        "extension": [
+            {
+                "url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
+                "extension": [{"url": name, "valueUri": uri} for name, uri in uris.items()],
+            }
+        ],
+    }
 
 
 @cache

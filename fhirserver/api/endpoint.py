@@ -10,7 +10,6 @@ from email.utils import parsedate_to_datetime
 from django.core.exceptions import RequestDataTooBig
 from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse
-from django.urls import get_script_prefix
 from django.utils.http import http_date
 from django.views.decorators.csrf import csrf_exempt
 
@@ -18,6 +17,7 @@ from fhirserver import errors
 from fhirserver.api.negotiation import fhir_response
 from fhirserver.operation_outcome import outcome_from_issues
 from fhirserver.storage.stored import StoredResource, version_of
+from smart_auth.urls_of import fhir_base
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ def outcome_response(request: HttpRequest, error: errors.FhirError) -> HttpRespo
 
 def base_url(request: HttpRequest) -> str:
     """The tenant's FHIR base, e.g. http://host/t/demo/fhir."""
-    return request.build_absolute_uri(get_script_prefix() + "fhir")
+    return fhir_base(request)
 
 
 def with_version_headers(response: HttpResponse, stored: StoredResource) -> HttpResponse:

@@ -3,6 +3,7 @@
 from contextlib import contextmanager
 
 from django.core.management.base import BaseCommand, CommandError
+from django.db import connection
 
 from tenants import lifecycle
 from tenants.lifecycle import TenantError
@@ -15,6 +16,18 @@ def operator_errors():
         yield
     except (TenantError, InvalidSlug) as exc:
         raise CommandError(str(exc)) from None
+
+
+@contextmanager
+def in_tenant(slug: str):
+    """Run the block in a tenant's schema (and its row-level security setting)."""
+    with operator_errors():
+        tenant = lifecycle.get_tenant(slug)
+    connection.set_tenant(tenant)
+    try:
+        yield tenant
+    finally:
+        connection.set_schema_to_public()
 
 
 class SetStatusCommand(BaseCommand):
