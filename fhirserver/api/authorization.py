@@ -72,7 +72,7 @@ class Access:
 
     def _alternatives(self, resource_type: str, interaction: str) -> list[tuple[list[str], list]] | None:
         """The conditions of each granting scope (ORed); None when one reaches everything."""
-        alternatives = []
+        alternatives = self._own_record(resource_type, interaction)
         for scope in self.scopes.granting(resource_type, interaction):
             conditions = self._conditions(scope, resource_type)
             if conditions is None:
@@ -81,6 +81,20 @@ class Access:
                 return None
             alternatives.append(conditions)
         return alternatives
+
+    def _own_record(self, resource_type: str, interaction: str) -> list[tuple[list[str], list]]:
+        """The `fhirUser` scope is "permission to retrieve information about the current
+        logged-in user" (SMART App Launch 2.x, Quick Start): it reads the fhirUser resource
+        (relative or absolute, its last two path segments name it), whatever else is granted."""
+        fhir_user = self.context.fhir_user if self.context is not None else None
+        if (
+            not fhir_user
+            or interaction not in ("read", "vread")
+            or "fhirUser" not in self.scopes.context_scopes
+        ):
+            return []
+        user_type, _, user_id = "/".join(fhir_user.rstrip("/").split("/")[-2:]).partition("/")
+        return [(["r.resource_id = %s"], [user_id])] if user_type == resource_type and user_id else []
 
     def _conditions(self, scope: ResourceScope, resource_type: str) -> tuple[list[str], list] | None:
         """ANDed conditions of one scope on the type; None when it can reach nothing."""
