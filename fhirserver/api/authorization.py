@@ -116,7 +116,10 @@ class Access:
 
     def _refusal(self, resource_type: str, interaction: str) -> errors.FhirError:
         if self.scopes.allows(resource_type, interaction):
-            return errors.forbidden("Patient-level scopes need a patient in the launch context")
+            return errors.forbidden(
+                f"The access token's scopes for {interaction} of {resource_type} reach nothing"
+                " (patient-level scopes need a patient in the launch context)"
+            )
         return errors.forbidden(f"The access token grants no {interaction} of {resource_type}")
 
     def types_condition(self, interaction: str, type_sql: str, id_sql: str) -> tuple[str, list] | None:
