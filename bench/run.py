@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 import sys
 import tempfile
@@ -28,8 +29,9 @@ def main(selected: list[str]) -> None:
     configure_environment(BENCH_DATABASE)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     django.setup()  # benchmarks may use the project's modules (search compilation, ...)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request drowns the figures
     create_fresh_database(BENCH_DATABASE, {BENCH_TENANT: "Bench Clinic"})
-    # Until SMART tokens exist, the FHIR API is reachable only in development auth mode.
+    # The unauthenticated baseline; bench_auth.py starts its own standalone-auth server to compare.
     server = start_server(
         Path(tempfile.mkdtemp()) / "server.log", workers=2, env={"DEBUG": "1", "AUTH_MODE": "development"}
     )

@@ -54,6 +54,16 @@ if AUTH_MODE not in AUTH_MODES:
 if AUTH_MODE == "development" and not DEBUG:
     raise ImproperlyConfigured("AUTH_MODE=development (no authentication) is refused unless DEBUG is on.")
 
+# AUTH_MODE=external: tokens of an external OpenID Connect provider (smart_auth/external.py).
+EXTERNAL_OIDC_ISSUER = env_str("EXTERNAL_OIDC_ISSUER", "")
+EXTERNAL_OIDC_JWKS_URL = env_str("EXTERNAL_OIDC_JWKS_URL", "")
+EXTERNAL_OIDC_AUDIENCE = env_str("EXTERNAL_OIDC_AUDIENCE", "")
+EXTERNAL_OIDC_TENANT_CLAIM = env_str("EXTERNAL_OIDC_TENANT_CLAIM", "tenant")
+EXTERNAL_OIDC_JWKS_CACHE_SECONDS = int(env_str("EXTERNAL_OIDC_JWKS_CACHE_SECONDS", "3600"))
+EXTERNAL_OIDC_JWKS_MIN_REFETCH_SECONDS = int(env_str("EXTERNAL_OIDC_JWKS_MIN_REFETCH_SECONDS", "30"))
+if AUTH_MODE == "external" and not EXTERNAL_OIDC_ISSUER:
+    raise ImproperlyConfigured("AUTH_MODE=external needs EXTERNAL_OIDC_ISSUER (the provider's issuer URL)")
+
 PARENT_DOMAIN = env_str("PARENT_DOMAIN", "localhost").lower().strip(".")
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", [PARENT_DOMAIN, f".{PARENT_DOMAIN}", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])

@@ -1,7 +1,8 @@
 """Authentication of FHIR API requests (after the tenant middleware).
 
 AUTH_MODE=development gives every request an administrator context (settings refuse it unless
-DEBUG). AUTH_MODE=standalone verifies this server's own access tokens (smart_auth.tokens).
+DEBUG). AUTH_MODE=standalone verifies this server's own access tokens (smart_auth.tokens),
+AUTH_MODE=external those of an external OpenID Connect provider (smart_auth.external).
 A missing, expired, revoked or foreign token gets 401 with `WWW-Authenticate` (RFC 6750 3).
 """
 
@@ -12,8 +13,10 @@ import logging
 from django.conf import settings
 
 from fhirserver.operation_outcome import outcome_response
+from smart_auth import external
 from smart_auth.context import AuthContext, development_context
 from smart_auth.tokens import InvalidToken, verify_access_token
+from smart_auth.urls_of import fhir_base
 
 logger = logging.getLogger(__name__)
 FHIR_PREFIX = "/fhir"
@@ -43,12 +46,17 @@ class AuthContextMiddleware:
         if token is None:
             return _unauthorized(None, "A bearer token is required")
         try:
-            claims = verify_access_token(token, tenant.slug)
+            request.auth_context = _verified_context(request, token, tenant.slug)
         except InvalidToken as exc:
             logger.info("bearer token refused: %s", exc)
             return _unauthorized("invalid_token", "The access token is invalid, expired or revoked")
-        request.auth_context = context_from_claims(claims)
         return self.get_response(request)
+
+
+def _verified_context(request, token: str, tenant: str) -> AuthContext:
+    if settings.AUTH_MODE == "external":
+        return external.verify(token, tenant, fhir_base(request))
+    return context_from_claims(verify_access_token(token, tenant))
 
 
 def context_from_claims(claims: dict) -> AuthContext:

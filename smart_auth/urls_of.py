@@ -12,7 +12,6 @@ AUTH_PATHS = {
     "introspection_endpoint": "auth/introspect",
     "revocation_endpoint": "auth/revoke",
     "userinfo_endpoint": "auth/userinfo",
-    "registration_endpoint": "auth/register",
     "jwks_uri": "auth/jwks",
 }
 

@@ -13,7 +13,7 @@ from fhirserver.api.negotiation import fhir_response
 from fhirserver.registry import r4
 from fhirserver.search.query import parameters_for
 from fhirserver.search.sql import SUPPORTED_TYPES
-from smart_auth.urls_of import endpoints
+from smart_auth.advertised import advertised
 
 TYPE_INTERACTIONS = (
     "read",
@@ -45,13 +45,14 @@ def capabilities(request: HttpRequest) -> HttpResponse:
 def _security(request: HttpRequest) -> dict:
     """SMART on FHIR security: the service code and the `oauth-uris` extension
     (SMART App Launch 1.0 "Declaring support for OAuth2 endpoints", still read by clients)."""
-    urls = endpoints(request)
-    uris = {
-        "authorize": urls["authorization_endpoint"],
-        "token": urls["token_endpoint"],
-        "introspect": urls["introspection_endpoint"],
-        "revoke": urls["revocation_endpoint"],
+    urls = advertised(request)
+    names = {
+        "authorize": "authorization_endpoint",
+        "token": "token_endpoint",
+        "introspect": "introspection_endpoint",
+        "revoke": "revocation_endpoint",
     }
+    uris = {short: urls[name] for short, name in names.items() if name in urls}
     return {
         "cors": True,
         "service": [

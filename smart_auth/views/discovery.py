@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.http import require_safe
 
+from smart_auth.advertised import advertised
 from smart_auth.keys import ALGORITHM, key_ring
 from smart_auth.urls_of import endpoints, fhir_base
 
@@ -45,6 +46,15 @@ SCOPES_SUPPORTED = [
     "user/*.*",
     "system/*.read",
 ]
+SMART_ENDPOINTS = [
+    "issuer",
+    "jwks_uri",
+    "authorization_endpoint",
+    "token_endpoint",
+    "introspection_endpoint",
+    "revocation_endpoint",
+    "userinfo_endpoint",
+]
 AUTH_METHODS = ["client_secret_basic", "client_secret_post", "private_key_jwt"]
 SIGNING_ALGORITHMS = ["RS384", "ES384"]  # accepted for client assertions (private_key_jwt)
 
@@ -53,15 +63,9 @@ SIGNING_ALGORITHMS = ["RS384", "ES384"]  # accepted for client assertions (priva
 def smart_configuration(request: HttpRequest) -> JsonResponse:
     """<base>/.well-known/smart-configuration (SMART App Launch 2.x, "SMART on FHIR
     configuration"): every required and recommended field."""
-    urls = endpoints(request)
+    urls = advertised(request)
     document = {
-        "issuer": fhir_base(request),
-        "jwks_uri": urls["jwks_uri"],
-        "authorization_endpoint": urls["authorization_endpoint"],
-        "token_endpoint": urls["token_endpoint"],
-        "introspection_endpoint": urls["introspection_endpoint"],
-        "revocation_endpoint": urls["revocation_endpoint"],
-        "userinfo_endpoint": urls["userinfo_endpoint"],
+        **{name: urls[name] for name in SMART_ENDPOINTS if name in urls},
         "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
         "response_types_supported": ["code"],
         "scopes_supported": SCOPES_SUPPORTED,
