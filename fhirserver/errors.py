@@ -34,6 +34,10 @@ def bad_request(diagnostics: str, code: str = "invalid", expression: str | None 
     return FhirError.single(400, code, diagnostics, expression)
 
 
+def forbidden(diagnostics: str) -> FhirError:
+    return FhirError.single(403, "forbidden", diagnostics)
+
+
 def not_found(diagnostics: str) -> FhirError:
     return FhirError.single(404, "not-found", diagnostics)
 

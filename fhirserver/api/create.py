@@ -4,6 +4,7 @@ from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 
 from fhirserver import errors
+from fhirserver.api.authorization import access
 from fhirserver.api.endpoint import stored_response
 from fhirserver.api.negotiation import parse_body
 from fhirserver.storage.repository import Repository, require_resource_type
@@ -11,6 +12,8 @@ from fhirserver.storage.repository import Repository, require_resource_type
 
 def create(request: HttpRequest, resource_type: str) -> HttpResponse:
     require_resource_type(resource_type)
+    guard = access(request)
+    guard.require(resource_type, "create")
     resource = parse_body(request)
     if resource.get("resourceType") != resource_type:
         raise errors.bad_request(
@@ -25,6 +28,11 @@ def create(request: HttpRequest, resource_type: str) -> HttpResponse:
             if len(existing) > 1:
                 raise errors.precondition_failed(f"If-None-Exist matched {len(existing)} resources")
             if existing:
-                return stored_response(request, repository.read(resource_type, existing.pop()), status=200)
+                resource_id = existing.pop()
+                guard.check_instance(resource_type, resource_id, "create")
+                return stored_response(request, repository.read(resource_type, resource_id), status=200)
         stored = repository.create(resource)
+        # What was written must be within reach (a patient's compartment, a restriction): checked
+        # on the stored index, and rolled back with the transaction when it is not.
+        guard.check_instance(resource_type, stored.resource_id, "create", writing=True)
     return stored_response(request, stored, status=201)

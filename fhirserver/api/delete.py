@@ -6,12 +6,17 @@ from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 
 from fhirserver import errors
+from fhirserver.api.authorization import access
 from fhirserver.api.endpoint import if_match_version
 from fhirserver.storage.repository import Repository, require_resource_type
 
 
 def delete(request: HttpRequest, resource_type: str, resource_id: str) -> HttpResponse:
-    stored = Repository().delete(resource_type, resource_id, if_match_version(request))
+    guard = access(request)
+    guard.require(resource_type, "delete")
+    with transaction.atomic():
+        guard.check_instance(resource_type, resource_id, "delete", writing=True)
+        stored = Repository().delete(resource_type, resource_id, if_match_version(request))
     response = HttpResponse(status=204)
     if stored is not None:
         response["ETag"] = stored.etag
@@ -21,6 +26,8 @@ def delete(request: HttpRequest, resource_type: str, resource_id: str) -> HttpRe
 def conditional_delete(request: HttpRequest, resource_type: str) -> HttpResponse:
     """DELETE [type]?criteria: deletes every match, up to FHIR_CONDITIONAL_DELETE_MAX."""
     require_resource_type(resource_type)
+    guard = access(request)
+    guard.require(resource_type, "delete")
     repository = Repository()
     with transaction.atomic():
         matches = repository.matching_ids(resource_type, request.META.get("QUERY_STRING", ""))
@@ -30,5 +37,8 @@ def conditional_delete(request: HttpRequest, resource_type: str) -> HttpResponse
                 f"{settings.FHIR_CONDITIONAL_DELETE_MAX} may be deleted at once"
             )
         for resource_id in sorted(matches):
+            # Every match must be deletable: a match out of reach refuses the whole request
+            # rather than being skipped, which would report a deletion that did not happen.
+            guard.check_instance(resource_type, resource_id, "delete", writing=True)
             repository.delete(resource_type, resource_id)
     return HttpResponse(status=204)

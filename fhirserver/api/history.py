@@ -9,6 +9,7 @@ from django.utils.dateparse import parse_datetime
 
 from fhirserver import errors
 from fhirserver.api import paging
+from fhirserver.api.authorization import Access, access
 from fhirserver.api.bundles import Entry, bundle_response
 from fhirserver.api.endpoint import base_url
 from fhirserver.search.dates import parse_range
@@ -23,6 +24,7 @@ def history_response(
 ) -> HttpResponse:
     if resource_type:
         require_resource_type(resource_type)
+    condition = _reach(access(request), resource_type, resource_id)
     limit = paging.page_size(request)
     after = paging.cursor(request)
     if after is not None:
@@ -34,6 +36,7 @@ def history_response(
         at=parse_range(request.GET["_at"], "_at") if "_at" in request.GET else None,
         after=after,
         limit=limit + 1,
+        condition=condition,
     )
     if resource_id and not rows and after is None:
         raise errors.not_found(f"{resource_type}/{resource_id} is not known")
@@ -43,6 +46,18 @@ def history_response(
     if more:
         links.append(("next", paging.link(request, rows[-1].position)))
     return bundle_response(request, "history", [_entry(base, row) for row in rows], links=links)
+
+
+def _reach(guard: Access, resource_type: str | None, resource_id: str | None) -> tuple[str, list] | None:
+    """SMART: instance history is a read (`r`), type and system history a search (`s`)."""
+    if resource_id is not None:
+        guard.require(resource_type, "history-instance")
+        guard.check_instance(resource_type, resource_id, "history-instance")
+        return None
+    if resource_type is not None:
+        found = guard.require(resource_type, "history-type")
+        return None if found is None else found.on(resource_type, "v.resource_id")
+    return guard.types_condition("history-system", "v.resource_type", "v.resource_id")
 
 
 def _since(request: HttpRequest) -> datetime | None:

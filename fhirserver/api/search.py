@@ -15,25 +15,34 @@ from django.http import HttpRequest, HttpResponse
 
 from fhirserver import errors
 from fhirserver.api import paging
+from fhirserver.api.authorization import access
 from fhirserver.api.bundles import Entry, bundle_response, ignored_parameters_entry
 from fhirserver.api.endpoint import base_url
-from fhirserver.registry import r4
+from fhirserver.search import compartment, sorting, sql
 from fhirserver.search import query as search_query
-from fhirserver.search import sorting, sql
 from fhirserver.search.includes import included, parse_includes
 from fhirserver.storage.repository import require_resource_type
 
 
 def search(
-    request: HttpRequest, resource_type: str, pairs: list[tuple[str, str]], extra: list[tuple[str, list]] = ()
+    request: HttpRequest,
+    resource_type: str,
+    pairs: list[tuple[str, str]],
+    extra: list[tuple[str, list]] = (),
+    interaction: str = "search-type",
 ) -> HttpResponse:
-    """Search one type; `extra` adds SQL conditions (compartments) to the parsed criteria."""
+    """Search one type; `extra` adds SQL conditions (compartments) to the parsed criteria, and
+    the token's reach (fhirserver.api.authorization) is one more, so pages and totals stay exact."""
     require_resource_type(resource_type)
+    guard = access(request)
+    reach = guard.require(resource_type, interaction)
     parsed = search_query.parse(resource_type, pairs, sql.SUPPORTED_TYPES)
     includes = parse_includes(pairs)
     if parsed.ignored and "handling=strict" in request.headers.get("Prefer", ""):
         raise errors.not_supported(f"Unsupported search parameters: {', '.join(sorted(set(parsed.ignored)))}")
-    conditions, params = sql.where(resource_type, parsed.clauses)
+    conditions, params = sql.where(resource_type, parsed.clauses, guard.reach("search-type"))
+    if reach is not None:
+        extra = [*extra, (reach.sql, list(reach.params))]
     for condition, condition_params in extra:
         conditions.append(condition)
         params += condition_params
@@ -51,7 +60,9 @@ def search(
         Entry(f"{base}/{resource_type}/{row[0]}", row[1], {"search": {"mode": "match"}}) for row in rows
     ]
     if includes:
-        found = included(includes, [(resource_type, row[0]) for row in rows])
+        found = included(
+            includes, [(resource_type, row[0]) for row in rows], lambda rows: guard.visible(rows, "read")
+        )
         entries += [
             Entry(f"{base}/{t}/{i}", content, {"search": {"mode": "include"}}) for t, i, content in found
         ]
@@ -62,27 +73,19 @@ def search(
 
 def compartment_search(
     request: HttpRequest,
-    compartment: str,
+    compartment_type: str,
     compartment_id: str,
     resource_type: str,
     pairs: list[tuple[str, str]],
 ) -> HttpResponse:
     """Patient/[id]/[type]?...: resources of that type in the patient's compartment."""
-    if compartment != "Patient":
-        raise errors.not_supported(f"Only the Patient compartment is supported, not {compartment}")
+    if compartment_type != "Patient":
+        raise errors.not_supported(f"Only the Patient compartment is supported, not {compartment_type}")
     require_resource_type(resource_type)
-    links = r4().patient_compartment.get(resource_type)
-    if not links:
+    if not compartment.in_types(resource_type):
         raise errors.bad_request(f"{resource_type} is not in the Patient compartment")
-    if resource_type == "Patient":
-        condition = ("r.resource_id = %s", [compartment_id])
-    else:
-        condition = (
-            "r.resource_id IN (SELECT c.resource_id FROM fhir_index_reference c WHERE c.resource_type = %s"
-            " AND c.param = ANY(%s) AND c.target_type = 'Patient' AND c.target_id = %s)",
-            [resource_type, list(links), compartment_id],
-        )
-    return search(request, resource_type, pairs, extra=[condition])
+    condition = compartment.condition(resource_type, compartment_id)
+    return search(request, resource_type, pairs, extra=[condition], interaction="search-compartment")
 
 
 def _paged(request: HttpRequest, pairs, query: tuple, keys, cursor, limit: int) -> tuple[list[tuple], list]:
@@ -156,14 +159,20 @@ def system_search(request: HttpRequest, pairs: list[tuple[str, str]]) -> HttpRes
         raise errors.not_supported("Search across all types needs _type (search.html#searchall)")
     if "_sort" in request.GET:
         raise errors.not_supported("_sort is not supported across several types")
+    guard = access(request)
+    reaches = {}
     for resource_type in types:
         require_resource_type(resource_type)
+        reaches[resource_type] = guard.require(resource_type, "search-system")
     criteria = [(k, v) for k, v in pairs if k != "_type"]
     selects, params, ignored = [], [], set()
     for resource_type in sorted(set(types)):
         parsed = search_query.parse(resource_type, criteria, sql.SUPPORTED_TYPES)
         ignored |= set(parsed.ignored)
-        conditions, condition_params = sql.where(resource_type, parsed.clauses)
+        conditions, condition_params = sql.where(resource_type, parsed.clauses, guard.reach("search-system"))
+        if reaches[resource_type] is not None:
+            conditions.append(reaches[resource_type].sql)
+            condition_params += reaches[resource_type].params
         where = " AND ".join(["r.resource_type = %s", "NOT r.deleted", *conditions])
         selects.append(
             f"(SELECT r.resource_type, r.resource_id, r.content FROM fhir_resource r WHERE {where})"

@@ -4,6 +4,7 @@ from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 
 from fhirserver import errors
+from fhirserver.api.authorization import access
 from fhirserver.api.bundles import Entry, bundle_response
 from fhirserver.api.negotiation import parse_body
 from fhirserver.storage import statistics
@@ -15,11 +16,12 @@ def bundle(request: HttpRequest) -> HttpResponse:
     if body.get("resourceType") != "Bundle":
         raise errors.bad_request("POST to the base takes a Bundle", expression="resourceType")
     kind = body.get("type")
+    guard = access(request)
     if kind == "transaction":
         with transaction.atomic():
-            results = process_transaction(body)
+            results = process_transaction(body, guard)
     elif kind == "batch":
-        results = process_batch(body)
+        results = process_batch(body, guard)
     else:
         raise errors.bad_request("Bundle.type must be batch or transaction", expression="Bundle.type")
     if len(results) >= statistics.BULK:

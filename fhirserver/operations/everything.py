@@ -12,7 +12,12 @@
   compartment): the spec limits the result to what is "available for the given user".
 
 `GET [base]/Patient/$everything` is the same over every patient at once (all patients the
-caller may see: here, all), each resource once.
+caller may see), each resource once.
+
+Authorization (fhirserver.api.authorization): the instance level reads the Patient (SMART `r`,
+so another patient than the launch patient is 403 for patient-level tokens); the type level
+searches Patient (`s`). Either way the result is a listing: each member type needs `s` and is
+limited to what the token reaches, in the page's SQL; types without `s` are left out.
 
 Parameters: `_since` (only resources whose lastUpdated is at or after it), `_type` (only these
 types; the Patient itself only if Patient is listed), `_count` (page size, capped as in search).
@@ -42,6 +47,7 @@ from django.http import HttpRequest, HttpResponse, QueryDict
 
 from fhirserver import errors
 from fhirserver.api import paging
+from fhirserver.api.authorization import access, named
 from fhirserver.api.bundles import Entry, bundle_response, ignored_parameters_entry
 from fhirserver.api.endpoint import base_url
 from fhirserver.api.negotiation import parse_body
@@ -72,11 +78,17 @@ def everything(request: HttpRequest, resource_type: str, resource_id: str | None
         request.GET = _with_body_parameters(request)
     ignored = _check_parameters(request)
     selection = _selection(request)
+    guard = access(request)
     if resource_id is not None:
+        guard.require("Patient", "read")
         Repository().read("Patient", resource_id)  # 404 / 410, where the page would be empty
-        rows = _patient_page(resource_id, selection)
+        guard.check_instance("Patient", resource_id, "read")
+        reach = guard.types_condition("search-type", "m.resource_type", "m.resource_id")
+        rows = _patient_page(resource_id, selection, reach)
     else:
-        rows = _all_patients_page(selection)
+        guard.require("Patient", "search-type")
+        reach = guard.types_condition("search-type", "r.resource_type", "r.resource_id")
+        rows = _all_patients_page(selection, reach)
     return _bundle(request, rows, selection.limit, ignored)
 
 
@@ -251,10 +263,15 @@ LIMIT %(limit)s
 """
 
 
-def _conditions(selection: Selection, keys: str) -> tuple[str, dict]:
+def _conditions(selection: Selection, keys: str, reach: tuple[str, list] | None) -> tuple[str, dict]:
     """The page's filters, applied before LIMIT: keyset and types on the alias `keys` (where
-    they can narrow the member set early), lastUpdated on the stored row r."""
+    they can narrow the member set early), lastUpdated on the stored row r, and what the token
+    may reach (a condition on `keys`, from fhirserver.api.authorization)."""
     clauses, params = ["true"], {}
+    if reach is not None:
+        condition, reach_params = named(reach, "reach")
+        clauses.append(condition)
+        params.update(reach_params)
     if selection.after is not None:
         clauses.append(f"({keys}.resource_type, {keys}.resource_id) > (%(after_type)s, %(after_id)s)")
         params.update(after_type=selection.after[0], after_id=selection.after[1])
@@ -267,8 +284,10 @@ def _conditions(selection: Selection, keys: str) -> tuple[str, dict]:
     return " AND ".join(clauses), params
 
 
-def _patient_page(patient_id: str, selection: Selection) -> list[tuple[str, str, str]]:
-    conditions, params = _conditions(selection, "m")
+def _patient_page(
+    patient_id: str, selection: Selection, reach: tuple[str, list] | None
+) -> list[tuple[str, str, str]]:
+    conditions, params = _conditions(selection, "m", reach)
     link_types, link_params = _compartment_links()
     params.update(
         patient=patient_id, link_types=link_types, link_params=link_params, limit=selection.limit + 1
@@ -276,8 +295,8 @@ def _patient_page(patient_id: str, selection: Selection) -> list[tuple[str, str,
     return _fetch(PATIENT_PAGE.format(conditions=conditions), params)
 
 
-def _all_patients_page(selection: Selection) -> list[tuple[str, str, str]]:
-    conditions, params = _conditions(selection, "r")
+def _all_patients_page(selection: Selection, reach: tuple[str, list] | None) -> list[tuple[str, str, str]]:
+    conditions, params = _conditions(selection, "r", reach)
     link_types, link_params = _compartment_links()
     params.update(
         link_types=link_types, link_params=link_params, paths=_reference_paths(), limit=selection.limit + 1

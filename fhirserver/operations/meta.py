@@ -6,9 +6,11 @@ version in place: per R4 they do not create a new version.
 
 from __future__ import annotations
 
+from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 
 from fhirserver import errors
+from fhirserver.api.authorization import access
 from fhirserver.api.negotiation import fhir_response, parse_body
 from fhirserver.operations import parameters
 from fhirserver.storage.repository import Repository, require_resource_type
@@ -20,12 +22,20 @@ def meta(
     request: HttpRequest, resource_type: str | None = None, resource_id: str | None = None
 ) -> HttpResponse:
     repository = Repository()
+    guard = access(request)
     if resource_id is not None:
+        guard.require(resource_type, "read")
         current = repository.read_json(resource_type, resource_id)
+        guard.check_instance(resource_type, resource_id, "read")
         return _parameters(request, current.get("meta", {}))
+    # Type and system level summarise the resources in use: a search (SMART `s`) of them.
     if resource_type is not None:
         require_resource_type(resource_type)
-    return _parameters(request, repository.meta_in_use(resource_type))
+        found = guard.require(resource_type, "search-type")
+        reach = None if found is None else (found.sql, list(found.params))
+    else:
+        reach = guard.types_condition("search-system", "r.resource_type", "r.resource_id")
+    return _parameters(request, repository.meta_in_use(resource_type, reach))
 
 
 def meta_add(request: HttpRequest, resource_type: str, resource_id: str) -> HttpResponse:
@@ -43,7 +53,13 @@ def _change(request: HttpRequest, resource_type: str, resource_id: str, combine)
     change = parameters.required(body, "meta", "valueMeta")
     if not isinstance(change, dict):
         raise errors.bad_request("Parameter 'meta' must be a Meta", code="structure")
-    updated = Repository().change_meta(resource_type, resource_id, lambda current: combine(current, change))
+    guard = access(request)
+    guard.require(resource_type, "update")  # it changes the resource (in place, SMART `u`)
+    with transaction.atomic():
+        guard.check_instance(resource_type, resource_id, "update", writing=True)
+        updated = Repository().change_meta(
+            resource_type, resource_id, lambda current: combine(current, change)
+        )
     return _parameters(request, updated)
 
 

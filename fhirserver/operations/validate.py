@@ -9,6 +9,7 @@ from __future__ import annotations
 from django.http import HttpRequest, HttpResponse
 
 from fhirserver import errors
+from fhirserver.api.authorization import access
 from fhirserver.api.negotiation import fhir_response, parse_body
 from fhirserver.operation_outcome import outcome_from_issues
 from fhirserver.operations import parameters
@@ -28,11 +29,29 @@ def validate(request: HttpRequest, resource_type: str, resource_id: str | None =
         resource = body
     if mode is not None and mode not in MODES:
         raise errors.bad_request(f"mode must be one of {', '.join(MODES)}")
+    _authorize(request, resource_type, resource_id, mode)
     if mode == "delete":
         return _answer(request, _delete_issues(resource_type, resource_id))
     if resource is None:
         raise errors.bad_request("Nothing to validate: send a resource or a Parameters with 'resource'")
     return _answer(request, _issues(resource, resource_type, resource_id, mode))
+
+
+def _authorize(request: HttpRequest, resource_type: str, resource_id: str | None, mode: str | None) -> None:
+    """$validate stores nothing, but says whether the interaction it validates would pass, so it
+    needs that interaction's scope; without a mode, any scope on the type. Only mode=delete
+    looks at a stored resource, which must then be within reach."""
+    guard = access(request)
+    if mode is None:
+        if not any(
+            guard.scopes.allows(resource_type, i)
+            for i in ("create", "read", "update", "delete", "search-type")
+        ):
+            raise errors.forbidden(f"The access token grants nothing on {resource_type}")
+        return
+    guard.require(resource_type, mode)
+    if mode == "delete" and resource_id is not None:
+        guard.check_instance(resource_type, resource_id, "delete")
 
 
 def _issues(

@@ -7,6 +7,7 @@ returned once each, after the matches, with search.mode = include.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -55,8 +56,15 @@ def _spec(value: str, reverse: bool, iterate: bool, name: str) -> IncludeSpec:
     return IncludeSpec(source_type, None if param == "*" else param, target_type, reverse, iterate)
 
 
-def included(specs: list[IncludeSpec], matches: list[tuple[str, str]]) -> list[tuple[str, str, str]]:
-    """(type, id, content) of every resource the specs bring in for the matched (type, id)s."""
+Row = tuple[str, str, str]  # (type, id, content)
+
+
+def included(
+    specs: list[IncludeSpec], matches: list[tuple[str, str]], visible: Callable[[list[Row]], list[Row]]
+) -> list[Row]:
+    """(type, id, content) of every resource the specs bring in for the matched (type, id)s.
+    `visible` keeps those the caller may see, at each step, so that :iterate never follows
+    references out of what it may not see."""
     seen = set(matches)
     found: list[tuple[str, str, str]] = []
     frontier = list(matches)
@@ -64,7 +72,7 @@ def included(specs: list[IncludeSpec], matches: list[tuple[str, str]]) -> list[t
         active = [s for s in specs if iteration == 0 or s.iterate]
         new = []
         for spec in active:
-            for row in _follow(spec, frontier):
+            for row in visible(_follow(spec, frontier)):
                 if (row[0], row[1]) not in seen and len(found) < settings.FHIR_MAX_INCLUDES:
                     seen.add((row[0], row[1]))
                     found.append(row)

@@ -14,6 +14,7 @@ statistics (autovacuum): without any, every estimate is one row and the nested l
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -41,11 +42,17 @@ TABLES = {
 SUPPORTED_TYPES = frozenset(TABLES)
 
 
-def where(resource_type: str, clauses: list[Criterion]) -> tuple[list[str], list]:
-    """SQL conditions on `r` (fhir_resource) and their parameters."""
+# (resource type, alias) -> a condition on that alias limiting which resources of the type a
+# chain may go through (the caller's authorization), or None for all of them.
+Reach = Callable[[str, str], tuple[str, list] | None]
+
+
+def where(resource_type: str, clauses: list[Criterion], reach: Reach | None = None) -> tuple[list[str], list]:
+    """SQL conditions on `r` (fhir_resource) and their parameters. `reach` limits the
+    resources that chained and reverse-chained criteria look at."""
     conditions, params = [], []
     for clause in clauses:
-        sql, clause_params = _criterion(resource_type, clause, 0)
+        sql, clause_params = _criterion(resource_type, clause, 0, reach)
         conditions.append(sql)
         params += clause_params
     return conditions, params
@@ -55,21 +62,21 @@ def _alias(depth: int) -> str:
     return f"t{depth}" if depth else "r"
 
 
-def _criterion(resource_type: str, criterion: Criterion, depth: int) -> tuple[str, list]:
+def _criterion(resource_type: str, criterion: Criterion, depth: int, reach: Reach | None) -> tuple[str, list]:
     if isinstance(criterion, Chain):
-        return _chain(resource_type, criterion, depth)
+        return _chain(resource_type, criterion, depth, reach)
     if isinstance(criterion, ReverseChain):
-        return _reverse_chain(resource_type, criterion, depth)
+        return _reverse_chain(resource_type, criterion, depth, reach)
     return _clause(resource_type, criterion, _alias(depth))
 
 
-def _chain(resource_type: str, chain: Chain, depth: int) -> tuple[str, list]:
+def _chain(resource_type: str, chain: Chain, depth: int, reach: Reach | None) -> tuple[str, list]:
     # One branch per target type, in a UNION rather than ORed: the planner can turn each branch
     # into index nested loops, where an OR of IN-subqueries filters every reference row.
     ref = f"ref{depth + 1}"
     branches, params = [], []
     for target_type, criterion in chain.targets.items():
-        ids, ids_params = _matching_ids(target_type, criterion, depth + 1)
+        ids, ids_params = _matching_ids(target_type, criterion, depth + 1, reach)
         branches.append(
             f"SELECT {ref}.resource_id FROM fhir_index_reference {ref}"
             f" WHERE {ref}.resource_type = %s AND {ref}.param = %s AND {ref}.target_type = %s"
@@ -79,9 +86,11 @@ def _chain(resource_type: str, chain: Chain, depth: int) -> tuple[str, list]:
     return f"{_alias(depth)}.resource_id IN ({' UNION ALL '.join(branches)})", params
 
 
-def _reverse_chain(resource_type: str, has: ReverseChain, depth: int) -> tuple[str, list]:
+def _reverse_chain(
+    resource_type: str, has: ReverseChain, depth: int, reach: Reach | None
+) -> tuple[str, list]:
     ref = f"ref{depth + 1}"
-    ids, ids_params = _matching_ids(has.source_type, has.criterion, depth + 1)
+    ids, ids_params = _matching_ids(has.source_type, has.criterion, depth + 1, reach)
     return (
         f"{_alias(depth)}.resource_id IN (SELECT {ref}.target_id FROM fhir_index_reference {ref}"
         f" WHERE {ref}.resource_type = %s AND {ref}.param = %s AND {ref}.target_type = %s"
@@ -90,11 +99,16 @@ def _reverse_chain(resource_type: str, has: ReverseChain, depth: int) -> tuple[s
     )
 
 
-def _matching_ids(resource_type: str, criterion: Criterion, depth: int) -> tuple[str, list]:
+def _matching_ids(
+    resource_type: str, criterion: Criterion, depth: int, reach: Reach | None
+) -> tuple[str, list]:
     """Ids of current resources meeting the criterion. Through fhir_resource, not the index
     alone, so that :not and :missing=true have the type's resources to subtract from."""
     alias = _alias(depth)
-    sql, params = _criterion(resource_type, criterion, depth)
+    sql, params = _criterion(resource_type, criterion, depth, reach)
+    reachable = reach(resource_type, alias) if reach else None
+    if reachable is not None:
+        sql, params = f"{sql} AND {reachable[0]}", [*params, *reachable[1]]
     return (
         f"SELECT {alias}.resource_id FROM fhir_resource {alias}"
         f" WHERE {alias}.resource_type = %s AND NOT {alias}.deleted AND {sql}",

@@ -15,6 +15,7 @@ import base64
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol, TypeVar
 
 from django.db import transaction
 
@@ -25,9 +26,38 @@ from fhirserver.storage.patching import JSON_PATCH, apply_json_patch, parse_json
 from fhirserver.storage.repository import Repository, StoredResource, format_instant, new_id
 from fhirserver.storage.stored import version_of
 
+T = TypeVar("T")
 ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
 _CONDITIONAL_REFERENCE = re.compile(r"^([A-Z][A-Za-z]+)\?(.+)$", re.S)
 _INSTANCE_URL = re.compile(r"^([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/([0-9]+))?$")
+
+
+class Guard(Protocol):
+    """The caller's authorization, checked for each entry as its own interaction (SMART 2.x:
+    batches and transactions "should be validated based on the actual requests within them");
+    fhirserver.api.authorization.Access in the REST API."""
+
+    def require(self, resource_type: str, interaction: str) -> object: ...
+
+    def check_instance(
+        self,
+        resource_type: str,
+        resource_id: str,
+        interaction: str,
+        *,
+        writing: bool = False,
+        flush: Callable[[], None] | None = None,
+    ) -> None: ...
+
+
+class Trusted:
+    """No authorization: for operators' tools (load_bundles), which may write anything."""
+
+    def require(self, resource_type: str, interaction: str) -> None:
+        return None
+
+    def check_instance(self, *args, **kwargs) -> None:
+        return None
 
 
 @dataclass
@@ -60,20 +90,20 @@ class _Entry:
     result: EntryResult | None = field(default=None)
 
 
-def process_transaction(bundle: dict) -> list[EntryResult]:
+def process_transaction(bundle: dict, guard: Guard) -> list[EntryResult]:
     entries = _entries(bundle)
     with Repository.buffered() as repository:
         references = _assign_identities(repository, entries)
-        resolve = _resolver(repository, references)
+        resolve = _resolver(repository, references, guard)
         for entry in entries:
             if entry.resource is not None:
                 _at(entry, lambda e=entry: _rewrite_references(e.resource, resolve))
         for entry in sorted(entries, key=lambda e: ORDER[e.method]):
-            entry.result = _at(entry, lambda e=entry: _execute(repository, e))
+            entry.result = _at(entry, lambda e=entry: _execute(repository, e, guard))
     return [entry.result for entry in entries]
 
 
-def process_batch(bundle: dict) -> list[EntryResult]:
+def process_batch(bundle: dict, guard: Guard) -> list[EntryResult]:
     """Each entry on its own: a failing entry gets its outcome, the others still happen."""
     entries = _entries(bundle)
     repository = Repository()
@@ -83,8 +113,8 @@ def process_batch(bundle: dict) -> list[EntryResult]:
             with transaction.atomic():
                 _assign_identities(repository, [entry])
                 if entry.resource is not None:
-                    _rewrite_references(entry.resource, _resolver(repository, {}))
-                results.append(_at(entry, lambda e=entry: _execute(repository, e)))
+                    _rewrite_references(entry.resource, _resolver(repository, {}, guard))
+                results.append(_at(entry, lambda e=entry: _execute(repository, e, guard)))
         except errors.FhirError as exc:
             results.append(
                 EntryResult(f"{exc.status} {_reason(exc.status)}", outcome=outcome_from_issues(exc.issues))
@@ -155,7 +185,9 @@ def _assign_identities(repository: Repository, entries: list[_Entry]) -> dict[st
     return references
 
 
-def _resolver(repository: Repository, references: dict[str, str]) -> Callable[[str], str | None]:
+def _resolver(
+    repository: Repository, references: dict[str, str], guard: Guard
+) -> Callable[[str], str | None]:
     conditional_cache: dict[str, str] = {}
 
     def resolve(reference: str) -> str | None:
@@ -170,7 +202,10 @@ def _resolver(repository: Repository, references: dict[str, str]) -> Callable[[s
                 raise errors.precondition_failed(
                     f"Conditional reference to {match[1]} matched {len(matches)} resources, not exactly one"
                 )
-            conditional_cache[reference] = f"{match[1]}/{matches.pop()}"
+            target_id = matches.pop()
+            # Resolving is a search: what it finds must be within the caller's reach.
+            guard.check_instance(match[1], target_id, "search-type", flush=repository.flush)
+            conditional_cache[reference] = f"{match[1]}/{target_id}"
         return conditional_cache[reference]
 
     return resolve
@@ -193,19 +228,30 @@ def _rewrite_references(node: object, resolve: Callable[[str], str | None]) -> N
                 _rewrite_references(item, resolve)
 
 
-def _execute(repository: Repository, entry: _Entry) -> EntryResult:
+def _execute(repository: Repository, entry: _Entry, guard: Guard) -> EntryResult:
     if entry.method == "POST":
-        return _post(repository, entry)
+        return _post(repository, entry, guard)
     if entry.method == "PUT":
-        return _put(repository, entry)
+        return _put(repository, entry, guard)
     if entry.method == "DELETE":
-        return _delete(repository, entry)
+        return _delete(repository, entry, guard)
     if entry.method in ("GET", "HEAD"):
-        return _get(repository, entry)
-    return _patch(repository, entry)
+        return _get(repository, entry, guard)
+    return _patch(repository, entry, guard)
 
 
-def _patch(repository: Repository, entry: _Entry) -> EntryResult:
+def _checked_write(
+    repository: Repository, guard: Guard, target: tuple[str, str], interaction: str, write: Callable[[], T]
+) -> T:
+    """`write()`, with the version it replaces and the one it writes both within reach."""
+    guard.require(target[0], interaction)
+    guard.check_instance(*target, interaction, writing=True, flush=repository.flush)
+    result = write()
+    guard.check_instance(*target, interaction, writing=True, flush=repository.flush)
+    return result
+
+
+def _patch(repository: Repository, entry: _Entry, guard: Guard) -> EntryResult:
     """A JSON Patch travels as a Binary resource (http://hl7.org/fhir/R4/http.html#patch)."""
     match = _INSTANCE_URL.match(entry.url)
     binary = entry.resource or {}
@@ -218,31 +264,46 @@ def _patch(repository: Repository, entry: _Entry) -> EntryResult:
     except ValueError:
         raise errors.bad_request("The Binary's data is not base64", code="structure") from None
     operations = parse_json_patch(body)
-    stored = apply_json_patch(
-        repository, match[1], match[2], operations, _version(entry.request.get("ifMatch"))
+    if_match = _version(entry.request.get("ifMatch"))
+    stored = _checked_write(
+        repository,
+        guard,
+        (match[1], match[2]),
+        "patch",
+        lambda: apply_json_patch(repository, match[1], match[2], operations, if_match),
     )
     return EntryResult("200 OK", stored)
 
 
-def _post(repository: Repository, entry: _Entry) -> EntryResult:
+def _post(repository: Repository, entry: _Entry, guard: Guard) -> EntryResult:
     resource_type = entry.resource.get("resourceType")
     if entry.url.split("?", 1)[0] != resource_type:
         raise errors.bad_request(f"request.url '{entry.url}' does not name the resource's type")
+    guard.require(resource_type, "create")
     if entry.existing:
+        guard.check_instance(resource_type, entry.assigned_id, "create", flush=repository.flush)
         return EntryResult("200 OK", repository.read(resource_type, entry.assigned_id))
-    return EntryResult("201 Created", repository.create(entry.resource, entry.assigned_id))
+    stored = repository.create(entry.resource, entry.assigned_id)
+    guard.check_instance(resource_type, entry.assigned_id, "create", writing=True, flush=repository.flush)
+    return EntryResult("201 Created", stored)
 
 
-def _put(repository: Repository, entry: _Entry) -> EntryResult:
+def _put(repository: Repository, entry: _Entry, guard: Guard) -> EntryResult:
     match = _INSTANCE_URL.match(entry.url)
     if match is None:
-        return _conditional_put(repository, entry)
+        return _conditional_put(repository, entry, guard)
     if_match = _version(entry.request.get("ifMatch"))
-    stored, created = repository.update(match[1], match[2], entry.resource, if_match)
+    stored, created = _checked_write(
+        repository,
+        guard,
+        (match[1], match[2]),
+        "update",
+        lambda: repository.update(match[1], match[2], entry.resource, if_match),
+    )
     return EntryResult("201 Created" if created else "200 OK", stored)
 
 
-def _conditional_put(repository: Repository, entry: _Entry) -> EntryResult:
+def _conditional_put(repository: Repository, entry: _Entry, guard: Guard) -> EntryResult:
     resource_type, _, query = entry.url.partition("?")
     if not query:
         raise errors.bad_request(f"request.url '{entry.url}' is neither Type/id nor Type?criteria")
@@ -250,26 +311,38 @@ def _conditional_put(repository: Repository, entry: _Entry) -> EntryResult:
     if len(matches) > 1:
         raise errors.precondition_failed(f"Conditional update matched {len(matches)} resources")
     resource_id = matches.pop() if matches else entry.resource.get("id") or new_id()
-    stored, created = repository.update(resource_type, resource_id, {**entry.resource, "id": resource_id})
+    stored, created = _checked_write(
+        repository,
+        guard,
+        (resource_type, resource_id),
+        "update",
+        lambda: repository.update(resource_type, resource_id, {**entry.resource, "id": resource_id}),
+    )
     return EntryResult("201 Created" if created else "200 OK", stored)
 
 
-def _delete(repository: Repository, entry: _Entry) -> EntryResult:
+def _delete(repository: Repository, entry: _Entry, guard: Guard) -> EntryResult:
     match = _INSTANCE_URL.match(entry.url)
     if match:
-        repository.delete(match[1], match[2], _version(entry.request.get("ifMatch")))
-        return EntryResult("204 No Content")
-    resource_type, _, query = entry.url.partition("?")
-    for resource_id in sorted(repository.matching_ids(resource_type, query)):
-        repository.delete(resource_type, resource_id)
+        targets = [(match[1], match[2])]
+    else:
+        resource_type, _, query = entry.url.partition("?")
+        guard.require(resource_type, "delete")
+        targets = [(resource_type, i) for i in sorted(repository.matching_ids(resource_type, query))]
+    if_match = _version(entry.request.get("ifMatch")) if match else None
+    for target in targets:
+        _checked_write(repository, guard, target, "delete", lambda t=target: repository.delete(*t, if_match))
     return EntryResult("204 No Content")
 
 
-def _get(repository: Repository, entry: _Entry) -> EntryResult:
+def _get(repository: Repository, entry: _Entry, guard: Guard) -> EntryResult:
     match = _INSTANCE_URL.match(entry.url)
     if match is None:
         raise errors.not_supported("Only read and vread are supported as GET entries of a Bundle")
+    interaction = "vread" if match[3] else "read"
+    guard.require(match[1], interaction)
     stored = repository.vread(*match.groups()) if match[3] else repository.read(match[1], match[2])
+    guard.check_instance(match[1], match[2], interaction, flush=repository.flush)
     return EntryResult("200 OK", stored)
 
 
@@ -279,6 +352,7 @@ def _version(etag: str | None) -> int | None:
 
 _REASONS = {
     400: "Bad Request",
+    403: "Forbidden",
     404: "Not Found",
     409: "Conflict",
     410: "Gone",

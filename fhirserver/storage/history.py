@@ -32,8 +32,13 @@ def versions(
     at: tuple[datetime, datetime] | None = None,
     after: tuple | None = None,
     limit: int = 50,
+    condition: tuple[str, list] | None = None,
 ) -> list[Version]:
+    """Versions newest first; `condition` (SQL on `v`, and its parameters) narrows them further."""
     conditions, params = [], []
+    if condition is not None:
+        conditions.append(condition[0])
+        params += condition[1]
     if resource_type:
         conditions.append("v.resource_type = %s")
         params.append(resource_type)

@@ -146,17 +146,21 @@ class Repository:
     def read_json(self, resource_type: str, resource_id: str) -> dict:
         return orjson.loads(self.read(resource_type, resource_id).content)
 
-    def meta_in_use(self, resource_type: str | None) -> dict:
-        """Profiles, tags and security labels used by current resources (of one type, or all)."""
+    def meta_in_use(self, resource_type: str | None, condition: tuple[str, list] | None = None) -> dict:
+        """Profiles, tags and security labels used by current resources (of one type, or all),
+        limited by `condition` (SQL on `r`, and its parameters) if given."""
         self.flush()
-        where = "NOT deleted" + (" AND resource_type = %s" if resource_type else "")
+        where = "NOT r.deleted" + (" AND r.resource_type = %s" if resource_type else "")
         params = [resource_type] if resource_type else []
+        if condition is not None:
+            where += f" AND {condition[0]}"
+            params += condition[1]
         result: dict = {}
         with connection.cursor() as cursor:
             for key in ("profile", "tag", "security"):
                 cursor.execute(
-                    "SELECT DISTINCT jsonb_array_elements(content::jsonb -> 'meta' -> %s)::text"
-                    f" FROM fhir_resource WHERE {where}",
+                    "SELECT DISTINCT jsonb_array_elements(r.content::jsonb -> 'meta' -> %s)::text"
+                    f" FROM fhir_resource r WHERE {where}",
                     [key, *params],
                 )
                 values = [orjson.loads(row[0]) for row in cursor.fetchall()]

@@ -14,7 +14,7 @@ from django.db import connection, transaction
 
 from fhirserver import errors
 from fhirserver.models import Resource
-from fhirserver.storage.bundles import process_batch, process_transaction
+from fhirserver.storage.bundles import Trusted, process_batch, process_transaction
 from fhirserver.storage.statistics import refresh_tenant_statistics
 from tenants.lifecycle import TenantError, get_tenant
 
@@ -60,9 +60,9 @@ class Command(BaseCommand):
         try:
             if bundle.get("type") == "transaction":
                 with transaction.atomic():
-                    results = process_transaction(bundle)
+                    results = process_transaction(bundle, Trusted())
             elif bundle.get("type") == "batch":
-                results = process_batch(bundle)
+                results = process_batch(bundle, Trusted())
             else:
                 raise CommandError(f"{path}: Bundle.type must be batch or transaction")
         except errors.FhirError as exc:
