@@ -3,8 +3,9 @@ category-restricted (SMART v2 granular) scopes a user may grant instead of the w
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
+
+from smart_auth.scopes import ResourceScope, parse_scope
 
 OBSERVATION_CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
 CONDITION_CATEGORY = "http://terminology.hl7.org/CodeSystem/condition-category"
@@ -30,7 +31,6 @@ CATEGORIES = {
         (US_CORE_CATEGORY, "sdoh", "Social determinants of health"),
     ],
 }
-READABLE_TYPE_SCOPE = re.compile(r"^(patient|user)/(Condition|Observation|\*)\.(read|\*|c?rud?s?|c?ru?d?s)$")
 
 EXPLANATIONS = {
     "openid": "Know who you are (your login identity)",
@@ -60,10 +60,16 @@ def choices(requested: list[str]) -> list[ScopeChoice]:
 
 
 def _granular(scope: str, requested: list[str]) -> list[ScopeChoice]:
-    match = READABLE_TYPE_SCOPE.match(scope)
-    if not match:
+    parsed = parse_scope(scope)
+    if (
+        not isinstance(parsed, ResourceScope)
+        or parsed.restriction
+        or parsed.level == "system"
+        or "s" not in parsed.permissions
+        or parsed.resource_type not in ("*", *CATEGORIES)
+    ):
         return []
-    level, resource_type = match.group(1), match.group(2)
+    level, resource_type = parsed.level, parsed.resource_type
     types = CATEGORIES if resource_type == "*" else {resource_type: CATEGORIES[resource_type]}
     granular = []
     for type_name, categories in types.items():

@@ -14,6 +14,7 @@ import jwt
 from django.conf import settings
 
 from smart_auth.context import AuthContext
+from smart_auth.scopes import roles_from_scopes
 from smart_auth.tokens import InvalidToken
 
 logger = logging.getLogger(__name__)
@@ -98,7 +99,7 @@ def verify(token: str, tenant: str, fhir_base: str) -> AuthContext:
 def _context(claims: dict, tenant: str) -> AuthContext:
     scopes = claims.get("scope", "")
     scopes = scopes.split() if isinstance(scopes, str) else list(claims.get("scp", []))
-    roles = claims.get("roles") or claims.get("realm_access", {}).get("roles", [])
+    roles = claims.get("roles") or claims.get("realm_access", {}).get("roles") or roles_from_scopes(scopes)
     return AuthContext(
         user=claims["sub"],
         roles=frozenset(roles),

@@ -15,6 +15,7 @@ from django.conf import settings
 from fhirserver.operation_outcome import outcome_response
 from smart_auth import external
 from smart_auth.context import AuthContext, development_context
+from smart_auth.scopes import roles_from_scopes
 from smart_auth.tokens import InvalidToken, verify_access_token
 from smart_auth.urls_of import fhir_base
 
@@ -60,10 +61,11 @@ def _verified_context(request, token: str, tenant: str) -> AuthContext:
 
 
 def context_from_claims(claims: dict) -> AuthContext:
+    scopes = claims.get("scope", "").split()
     return AuthContext(
         user=claims["sub"],
-        roles=frozenset({claims["role"]}) if claims.get("role") else frozenset(),
-        scopes=frozenset(claims.get("scope", "").split()),
+        roles=frozenset({claims["role"]}) if claims.get("role") else roles_from_scopes(scopes),
+        scopes=frozenset(scopes),
         patient=claims.get("patient"),
         encounter=claims.get("encounter"),
         fhir_user=claims.get("fhirUser"),

@@ -7,9 +7,12 @@ import secrets
 from datetime import timedelta
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
 from oauth2_provider.models import AbstractApplication
+
+from smart_auth import scopes
 
 
 class Client(AbstractApplication):
@@ -30,6 +33,27 @@ class Client(AbstractApplication):
 
     class Meta(AbstractApplication.Meta):
         swappable = "OAUTH2_PROVIDER_APPLICATION_MODEL"
+
+    def clean(self) -> None:
+        super().clean()
+        try:
+            scopes.parse(self.allowed_scopes)
+        except scopes.InvalidScope as exc:
+            raise ValidationError({"allowed_scopes": str(exc)}) from None
+
+    def permits(self, scope: str) -> bool:
+        """Whether the client may be granted `scope`. Context scopes (openid, launch, ...)
+        grant no data and are always permitted; resource scopes must lie within
+        `allowed_scopes` (SMART scope equivalence, smart_auth.scopes.is_subset)."""
+        parsed = scopes.parse_scope(scope)
+        allowed = [
+            text
+            for text in self.allowed_scopes.split()
+            if isinstance(scopes.parse_scope(text), scopes.ResourceScope)
+        ]
+        if isinstance(parsed, scopes.ContextScope) or not allowed:
+            return True
+        return scopes.is_subset(scope, " ".join(allowed))
 
 
 class UserProfile(models.Model):

@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import re
 
 from django.conf import settings
 from django.db import transaction
@@ -15,26 +14,13 @@ from oauth2_provider.models import get_refresh_token_model
 from oauth2_provider.oauth2_validators import OAuth2Validator
 
 from smart_auth import assertions
+from smart_auth import scopes as scopes_module
 from smart_auth.keys import key_ring
 from smart_auth.models import GrantedContext
 from smart_auth.oauthlib_core import FHIR_BASE_KEY, TOKEN_URL_KEY
 from smart_auth.tokens import LaunchContext
 
 logger = logging.getLogger(__name__)
-# SMART App Launch 2.x "Scopes and launch context": resource scopes in the v1 (`read`/`write`/`*`)
-# and v2 (`cruds` subsets, optional query) grammars, plus the context and OpenID scopes.
-RESOURCE_SCOPE = re.compile(
-    r"^(patient|user|system)/(\*|[A-Z][A-Za-z]+)\.(read|write|\*|c?r?u?d?s?)(\?\S+)?$"
-)
-CONTEXT_SCOPES = frozenset(
-    {"openid", "fhirUser", "profile", "launch", "launch/patient", "launch/encounter"}
-    | {"offline_access", "online_access"}
-)
-
-
-def is_known_scope(scope: str) -> bool:
-    match = RESOURCE_SCOPE.match(scope)
-    return scope in CONTEXT_SCOPES or bool(match and match.group(3))
 
 
 class SmartValidator(OAuth2Validator):
@@ -60,10 +46,36 @@ class SmartValidator(OAuth2Validator):
         return True
 
     def validate_scopes(self, client_id, scopes, client, request, *args, **kwargs) -> bool:
-        return bool(scopes) and all(is_known_scope(scope) for scope in scopes)
+        """Every scope well-formed (SMART v1 or v2 grammar); for client_credentials also
+        system-level and within what the client may have (interactive grants are narrowed to
+        that before consent instead, smart_auth.views.authorize)."""
+        try:
+            scopes_module.parse(" ".join(scopes))
+        except scopes_module.InvalidScope as exc:
+            logger.info("invalid scope requested: %s", exc)
+            return False
+        if request.grant_type == "client_credentials":
+            return all(client.permits(scope) and scope.startswith("system/") for scope in scopes)
+        return bool(scopes)
+
+    def is_within_original_scope(self, request_scopes, refresh_token, request, *args, **kwargs) -> bool:
+        """A refresh may narrow the granted scopes in any grammar, never widen them."""
+        original = self.get_original_scopes(refresh_token, request)
+        try:
+            return scopes_module.is_subset(" ".join(request_scopes), original)
+        except scopes_module.InvalidScope:
+            return False
 
     def get_default_scopes(self, client_id, request, *args, **kwargs) -> list[str]:
         return []  # SMART apps always ask for scopes; none asked is invalid_scope
+
+    def validate_bearer_token(self, token, scopes, request) -> bool:
+        """The toolkit filters a token's scopes through its fixed scope list, which cannot
+        hold SMART's open grammar: take them from the token itself (userinfo needs `openid`)."""
+        if not super().validate_bearer_token(token, scopes, request):
+            return False
+        request.scopes = request.access_token.scope.split()
+        return True
 
     def is_pkce_required(self, client_id, request) -> bool:
         """PKCE is required of public clients (SMART App Launch 2.x, "Considerations for PKCE");
@@ -129,8 +141,12 @@ class SmartValidator(OAuth2Validator):
         token.update(_token_response_context(request, context))
 
     def get_additional_claims(self, request) -> dict:
+        """`fhirUser`: from the launch context at token time, from the user's profile at the
+        userinfo endpoint."""
         context = getattr(request, "launch_context", None)
-        return {"fhirUser": context.fhir_user} if context and context.fhir_user else {}
+        profile = getattr(request.user, "smart", None) if request.user else None
+        fhir_user = (context.fhir_user if context else "") or (profile.fhir_user if profile else "")
+        return {"fhirUser": fhir_user} if fhir_user else {}
 
     def finalize_id_token(self, id_token, token, token_handler, request) -> str:
         """Sign with the server's RS256 key ring (kid = SHA-256 of the modulus), not with the

@@ -90,6 +90,7 @@ def test_run_from_empty_data_folder_then_restart_keeps_data(tmp_path):
         dev_env = (data_dir / "dev.env").read_text()
     finally:
         output = stop(first)
+        print(output)  # pytest shows it when the test fails
     assert first.returncode == 0, output
     assert "demo login:" in output
     assert not postgres_running_on(data_dir)
@@ -103,6 +104,6 @@ def test_run_from_empty_data_folder_then_restart_keeps_data(tmp_path):
         listed = manage_command("list_tenants", env=env, inherit=False)
         assert [line.split()[0] for line in listed.stdout.splitlines()[1:]] == ["demo", "kept"]
     finally:
-        stop(second)
+        print(stop(second))
     assert (data_dir / "dev.env").read_text() == dev_env  # secrets reused, not regenerated
     assert not postgres_running_on(data_dir)

@@ -109,6 +109,21 @@ def test_backend_services_token(world, keys, clients, alg):
     )
 
 
+@pytest.mark.parametrize("scope", ["system/*.cruds", "patient/*.rs", "system/Observation.sr"])
+def test_backend_scope_beyond_registration_is_invalid_scope(world, keys, clients, scope):
+    token_url = f"{world['server']}/t/alpha/auth/token"
+    response = backend_request(
+        world,
+        {
+            "grant_type": "client_credentials",
+            "scope": scope,
+            "client_assertion_type": ASSERTION_TYPE,
+            "client_assertion": assertion(keys, clients["backend"], token_url),
+        },
+    )
+    assert response.status_code == 400 and response.json()["error"] == "invalid_scope"
+
+
 def test_bad_grant_type_and_assertion_type(world, keys, clients):
     token_url = f"{world['server']}/t/alpha/auth/token"
     good = {"scope": "system/*.rs", "client_assertion_type": ASSERTION_TYPE}

@@ -363,3 +363,36 @@ def test_capability_statement_names_the_oauth_endpoints(world):
     assert uris["token"] == config["token_endpoint"]
     assert uris["introspect"] == config["introspection_endpoint"]
     assert uris["revoke"] == config["revocation_endpoint"]
+
+
+def test_scopes_are_narrowed_to_what_the_client_may_have(world):
+    suffix = uuid.uuid4().hex[:8]
+    app = SmartApp(world["server"], "alpha", f"narrow{suffix}", uuid.uuid4().hex)
+    run_manage(
+        "register_client",
+        "--tenant",
+        "alpha",
+        "--client-id",
+        app.client_id,
+        "--confidential",
+        "--redirect-uri",
+        REDIRECT_URI,
+        "--secret",
+        app.secret,
+        "--scopes",
+        "patient/Patient.rs patient/Observation.rs",
+    )
+    app.new_browser()
+    asked = "launch/patient openid patient/*.rs patient/Patient.r system/*.rs"
+    body = app.exchange(
+        app.follow(app.start(app.authorize_url_params(asked)), world["patient_user"], PASSWORD)
+    )
+    assert body.status_code == 200, body.text
+    assert set(body.json()["scope"].split()) == {"launch/patient", "openid", "patient/Patient.r"}
+
+
+def test_malformed_scope_is_invalid_scope(world):
+    app = world["confidential"]
+    app.new_browser()
+    answer = redirect_params(app.start(app.authorize_url_params("launch/patient patient/Observation.sr")))
+    assert answer["error"] == "invalid_scope" and "code" not in answer

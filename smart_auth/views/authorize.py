@@ -55,6 +55,10 @@ def authorize(request: HttpRequest) -> HttpResponse:
         return _redirect_error(exc.oauthlib_error.redirect_uri, exc.oauthlib_error)
     params = request.POST if request.method == "POST" else request.GET
     redirect_uri, state = credentials["redirect_uri"], credentials.get("state")
+    scopes = _offered_scopes(credentials["client_id"], scopes)
+    if not scopes:
+        refused = oauth_errors.InvalidScopeError(description="none of the scopes may be granted", state=state)
+        return _redirect_error(redirect_uri, refused)
     problem = _smart_problem(request, params, scopes, credentials)
     if problem:
         logger.info("authorization refused: %s", problem)
@@ -73,6 +77,13 @@ def authorize(request: HttpRequest) -> HttpResponse:
         "context": asdict(context),
     }
     return redirect("smart-authorize-continue")
+
+
+def _offered_scopes(client_id: str, requested: list[str]) -> list[str]:
+    """What the consent screen may offer: the requested scopes this client may have, without
+    `system/` scopes, which belong to Backend Services, never to a user's authorization."""
+    client = Client.objects.get(client_id=client_id)
+    return [scope for scope in requested if not scope.startswith("system/") and client.permits(scope)]
 
 
 def _smart_problem(request: HttpRequest, params, scopes: list[str], credentials: dict) -> str | None:

@@ -10,8 +10,8 @@ from oauth2_provider.models import AccessToken, set_token_value
 
 from smart_auth.keys import key_ring
 from smart_auth.models import Client
+from smart_auth.scopes import InvalidScope, parse
 from smart_auth.tokens import LaunchContext, access_token_claims
-from smart_auth.validator import is_known_scope
 from tenants.management.commands._tenant_command import in_tenant
 
 OPERATOR_CLIENT = "operator"
@@ -34,9 +34,10 @@ class Command(BaseCommand):
         parser.add_argument("--fhir-base", help="the token's aud and iss (default: local development URL)")
 
     def handle(self, *args, tenant: str, scopes: str, **options) -> None:
-        unknown = [scope for scope in scopes.split() if not is_known_scope(scope)]
-        if unknown:
-            raise CommandError(f"unknown scopes: {' '.join(unknown)}")
+        try:
+            parse(scopes)
+        except InvalidScope as exc:
+            raise CommandError(str(exc)) from None
         fhir_base = options["fhir_base"] or f"http://127.0.0.1:8000/t/{tenant}/fhir"
         context = LaunchContext(options["patient"], options["encounter"], options["fhir_user"])
         with in_tenant(tenant):

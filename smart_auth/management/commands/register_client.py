@@ -6,6 +6,7 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 
 from smart_auth.models import Client
+from smart_auth.scopes import InvalidScope, parse
 from tenants.management.commands._tenant_command import in_tenant
 
 
@@ -36,6 +37,10 @@ class Command(BaseCommand):
     def handle(self, *args, tenant: str, client_id: str, **options) -> None:
         if not options["redirect_uri"] and not options["backend"]:
             raise CommandError("--redirect-uri is required for apps that use the authorization code flow")
+        try:
+            parse(options["scopes"])
+        except InvalidScope as exc:
+            raise CommandError(str(exc)) from None
         jwks = _read_jwks(options["jwks_file"])
         if options["backend"] and not (jwks or options["jwks_url"]):
             raise CommandError("a backend client needs --jwks-file or --jwks-url")
