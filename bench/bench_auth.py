@@ -40,14 +40,20 @@ def reads(context: BenchContext, standalone_url: str) -> None:
         unauthenticated = report(
             "read by id, AUTH_MODE=development (no token)", time_calls(lambda: open_client.get(path), 500)
         )
-    token = run_manage("issue_token", "--tenant", context.tenant, "--scopes", "user/*.rs")
-    headers = {"Authorization": f"Bearer {token}"}
-    with httpx.Client(base_url=standalone_url, headers=headers) as client:
-        assert client.get(path).status_code == 200
-        with_token = report(
-            "read by id, AUTH_MODE=standalone (RS256 bearer token)", time_calls(lambda: client.get(path), 500)
-        )
-        report_ratio("token read / unauthenticated read", with_token, unauthenticated)
+    tokens = {
+        "system/*.*": run_manage("issue_token", "--tenant", context.tenant, "--scopes", "system/*.*"),
+        "patient/*.rs (compartment check)": run_manage(
+            "issue_token", "--tenant", context.tenant, "--scopes", "patient/*.rs", "--patient", created["id"]
+        ),
+    }
+    for label, token in tokens.items():
+        with httpx.Client(base_url=standalone_url, headers={"Authorization": f"Bearer {token}"}) as client:
+            assert client.get(path).status_code == 200
+            with_token = report(
+                f"read by id, bearer token {label}", time_calls(lambda: client.get(path), 500)
+            )
+            report_ratio("  / unauthenticated read", with_token, unauthenticated)
+    with httpx.Client(base_url=standalone_url, headers={"Authorization": f"Bearer {token}"}) as client:
         introspect = f"/t/{context.tenant}/auth/introspect"
         report(
             "introspection of a live token",
