@@ -23,7 +23,6 @@ CAPABILITIES = [
     "context-ehr-patient",
     "context-ehr-encounter",
     "context-standalone-patient",
-    "context-standalone-encounter",
     "permission-offline",
     "permission-online",
     "permission-patient",
