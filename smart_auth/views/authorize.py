@@ -8,6 +8,7 @@ consent screen as needed, then back to the app with a code (RFC 6749 4.1.2) or a
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import asdict
 
@@ -98,11 +99,22 @@ def _smart_problem(request: HttpRequest, params, scopes: list[str], credentials:
     return None
 
 
-@login_required(login_url="smart-login")
-def authorize_continue(request: HttpRequest) -> HttpResponse:
-    pending = request.session.get(PENDING)
-    if pending is None:
-        return _error_page(request, "No authorization is in progress. Start again from the app.", 400)
+def _pending_authorization(view):
+    """The pages after /authorize: logged in, with the authorization they continue."""
+
+    @login_required(login_url="smart-login")
+    @functools.wraps(view)
+    def wrapper(request: HttpRequest) -> HttpResponse:
+        pending = request.session.get(PENDING)
+        if pending is None:
+            return _error_page(request, "No authorization is in progress. Start again from the app.", 400)
+        return view(request, pending)
+
+    return wrapper
+
+
+@_pending_authorization
+def authorize_continue(request: HttpRequest, pending: dict) -> HttpResponse:
     context = LaunchContext(**pending["context"])
     if not context.fhir_user:
         context = _with_user(request, pending, context)
@@ -124,13 +136,10 @@ def _with_user(request: HttpRequest, pending: dict, context: LaunchContext) -> L
     return updated
 
 
-@login_required(login_url="smart-login")
 @require_http_methods(["GET", "POST"])
-def authorize_patient(request: HttpRequest) -> HttpResponse:
+@_pending_authorization
+def authorize_patient(request: HttpRequest, pending: dict) -> HttpResponse:
     """The patient picker of user-level standalone launches (`launch/patient`)."""
-    pending = request.session.get(PENDING)
-    if pending is None:
-        return _error_page(request, "No authorization is in progress. Start again from the app.", 400)
     if request.method == "POST":
         chosen = request.POST.get("patient", "")
         if is_patient(chosen):
@@ -145,12 +154,9 @@ def authorize_patient(request: HttpRequest) -> HttpResponse:
     )
 
 
-@login_required(login_url="smart-login")
 @require_http_methods(["GET", "POST"])
-def authorize_consent(request: HttpRequest) -> HttpResponse:
-    pending = request.session.get(PENDING)
-    if pending is None:
-        return _error_page(request, "No authorization is in progress. Start again from the app.", 400)
+@_pending_authorization
+def authorize_consent(request: HttpRequest, pending: dict) -> HttpResponse:
     if request.method == "GET":
         return render(
             request,
