@@ -134,6 +134,7 @@ MIDDLEWARE = [
     "config.cors.CorsMiddleware",  # before tenant and auth: preflights carry no token
     "tenants.middleware.TenantMiddleware",
     "smart_auth.middleware.AuthContextMiddleware",
+    "audit.middleware.AuditMiddleware",  # after auth: it records who; wraps writes in their transaction
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -189,6 +190,8 @@ X_FRAME_OPTIONS = "DENY"
 # --- FHIR API ------------------------------------------------------------------------------
 FHIR_SERVER_VERSION = "0.1.0"
 FHIR_SERVER_RELEASE_DATE = "2026-11-21"
+# Every access to patient data is recorded as an AuditEvent (audit/). Off only to measure its cost.
+AUDIT_ENABLED = env_bool("AUDIT_ENABLED", True)
 FHIR_PAGE_SIZE = int(env_str("FHIR_PAGE_SIZE", "50"))
 FHIR_MAX_PAGE_SIZE = int(env_str("FHIR_MAX_PAGE_SIZE", "1000"))
 FHIR_CONDITIONAL_DELETE_MAX = int(env_str("FHIR_CONDITIONAL_DELETE_MAX", "100"))

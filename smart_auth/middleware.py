@@ -12,6 +12,7 @@ import logging
 
 from django.conf import settings
 
+from audit import trail
 from fhirserver.operation_outcome import outcome_response
 from smart_auth import external
 from smart_auth.context import AuthContext, development_context
@@ -45,12 +46,13 @@ class AuthContextMiddleware:
             return self.get_response(request)
         token = _bearer(request)
         if token is None:
-            return _unauthorized(None, "A bearer token is required")
+            return _refused(request, _unauthorized(None, "A bearer token is required"))
         try:
             request.auth_context = _verified_context(request, token, tenant.slug)
         except InvalidToken as exc:
             logger.info("bearer token refused: %s", exc)
-            return _unauthorized("invalid_token", "The access token is invalid, expired or revoked")
+            refusal = _unauthorized("invalid_token", "The access token is invalid, expired or revoked")
+            return _refused(request, refusal)
         return self.get_response(request)
 
 
@@ -77,6 +79,13 @@ def context_from_claims(claims: dict) -> AuthContext:
 def _bearer(request) -> str | None:
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     return token.strip() or None if scheme.lower() == "bearer" else None
+
+
+def _refused(request, response):
+    """A refused request of a known tenant is security-relevant: it joins the audit trail."""
+    if settings.AUDIT_ENABLED:
+        trail.record_refused(request, response)
+    return response
 
 
 def _unauthorized(error: str | None, message: str):

@@ -27,6 +27,8 @@ TENANT_KEY_COLUMN = "tenant_key"
 POLICY_NAME = "tenant_isolation"
 # Bookkeeping tables the runtime role may read but that hold no tenant data.
 UNPOLICED_TABLES = frozenset({"django_migrations"})
+# The audit trail: the runtime role may add records and read them, never change or remove one.
+APPEND_ONLY_TABLES = frozenset({"audit_record"})
 
 
 def secure_migrated_schema(sender, using: str = "default", **kwargs) -> None:
@@ -133,6 +135,13 @@ def grant_runtime_access(cursor, schema: str) -> None:
             table=sql.Identifier(schema, "django_migrations"), role=params["role"]
         ),
     )
+    for table in APPEND_ONLY_TABLES.intersection(tenant_tables(cursor, schema)):
+        execute(
+            cursor,
+            sql.SQL("REVOKE UPDATE, DELETE, TRUNCATE ON TABLE {table} FROM {role}").format(
+                table=sql.Identifier(schema, table), role=params["role"]
+            ),
+        )
     if schema == get_public_schema_name():
         execute(
             cursor,

@@ -3,6 +3,7 @@
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 
+from audit import notes
 from fhirserver import errors
 from fhirserver.api.authorization import access
 from fhirserver.api.bundles import Entry, bundle_response
@@ -24,6 +25,7 @@ def bundle(request: HttpRequest) -> HttpResponse:
         results = process_batch(body, guard)
     else:
         raise errors.bad_request("Bundle.type must be batch or transaction", expression="Bundle.type")
+    notes.touched(request, kind, [result.stored.location for result in results if result.stored is not None])
     if len(results) >= statistics.BULK:
         statistics.refresh_tenant_statistics()
     entries = [

@@ -6,7 +6,18 @@ from __future__ import annotations
 from django.http import HttpRequest, HttpResponse
 
 from fhirserver import errors
-from fhirserver.api import capabilities, create, delete, history, patch, read, search, transaction, update
+from fhirserver.api import (
+    audit_events,
+    capabilities,
+    create,
+    delete,
+    history,
+    patch,
+    read,
+    search,
+    transaction,
+    update,
+)
 from fhirserver.api.endpoint import fhir_endpoint
 from fhirserver.operations import everything, meta, validate
 
@@ -40,6 +51,10 @@ def system_history(request: HttpRequest) -> HttpResponse:
 
 @fhir_endpoint
 def type_level(request: HttpRequest, resource_type: str) -> HttpResponse:
+    if resource_type == audit_events.RESOURCE_TYPE:
+        if request.method != "GET":
+            raise audit_events.not_allowed(request)
+        return audit_events.search(request, list(_pairs(request.GET)))
     if request.method == "GET":
         return search.search(request, resource_type, list(_pairs(request.GET)))
     if request.method == "POST":
@@ -55,7 +70,10 @@ def type_level(request: HttpRequest, resource_type: str) -> HttpResponse:
 def type_search(request: HttpRequest, resource_type: str) -> HttpResponse:
     if request.method != "POST":
         raise _not_allowed(request)
-    return search.search(request, resource_type, list(_pairs(request.GET)) + list(_pairs(request.POST)))
+    pairs = list(_pairs(request.GET)) + list(_pairs(request.POST))
+    if resource_type == audit_events.RESOURCE_TYPE:
+        return audit_events.search(request, pairs)
+    return search.search(request, resource_type, pairs)
 
 
 @fhir_endpoint
@@ -76,6 +94,8 @@ def type_history(request: HttpRequest, resource_type: str) -> HttpResponse:
 
 @fhir_endpoint
 def instance(request: HttpRequest, resource_type: str, resource_id: str) -> HttpResponse:
+    if resource_type == audit_events.RESOURCE_TYPE:
+        return audit_events.read(request, resource_id)
     if request.method in ("GET", "HEAD"):
         return read.read(request, resource_type, resource_id)
     if request.method == "PUT":

@@ -37,6 +37,17 @@ def require_resource_type(resource_type: str) -> None:
         raise errors.not_found(f"Unknown resource type '{resource_type}'")
 
 
+# The audit trail (audit/) is written by the server alone and served from its own table.
+NOT_WRITABLE = frozenset({"AuditEvent"})
+
+
+def require_writable(resource_type: str) -> None:
+    if resource_type in NOT_WRITABLE:
+        raise errors.FhirError.single(
+            405, "not-supported", f"{resource_type} is recorded by the server and cannot be written"
+        )
+
+
 def check_valid(resource: object, expected_type: str | None) -> None:
     """Raise on any issue: 400 when every issue is about shape or datatypes (the body is not
     well-formed R4), 422 when some rule is broken (a required element missing, a code outside
@@ -196,6 +207,7 @@ class Repository:
     def change_meta(self, resource_type: str, resource_id: str, change: Callable[[dict], dict]) -> dict:
         """Apply `change` (meta -> meta) to the current version in place, without a new version
         ($meta-add / $meta-delete, which R4 defines so). Returns the new meta."""
+        require_writable(resource_type)
         with transaction.atomic(savepoint=False):
             current = self.current(resource_type, resource_id, lock=True)
             if current is None or current.deleted:
@@ -219,6 +231,7 @@ class Repository:
     def create(self, resource: dict, resource_id: str | None = None) -> StoredResource:
         """Store a new resource under a server-assigned id (or `resource_id`, see update)."""
         check_valid(resource, None)
+        require_writable(resource["resourceType"])
         return self._write(resource, resource_id or new_id(), 1, "POST", previous=None)
 
     def update(
@@ -234,6 +247,7 @@ class Repository:
         Returns (stored, created). `if_match` is the version the client last saw (If-Match).
         """
         require_resource_type(resource_type)
+        require_writable(resource_type)
         check_valid(resource, resource_type)
         if resource.get("id") != resource_id:
             raise errors.bad_request(
@@ -253,6 +267,7 @@ class Repository:
     ) -> StoredResource | None:
         """Record a deletion as a new version. Deleting what is absent or deleted changes nothing."""
         require_resource_type(resource_type)
+        require_writable(resource_type)
         with transaction.atomic(savepoint=False):
             previous = self.current(resource_type, resource_id, lock=True)
             self._check_version(previous, if_match)
