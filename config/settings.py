@@ -139,6 +139,7 @@ MIDDLEWARE = [
     "config.limits.BodyLimitMiddleware",  # before anything reads the body or the database
     "tenants.middleware.TenantMiddleware",
     "smart_auth.middleware.AuthContextMiddleware",
+    "config.ratelimit.RateLimitMiddleware",  # after auth: counts per client
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -217,6 +218,17 @@ FHIR_MAX_INCLUDES = int(env_str("FHIR_MAX_INCLUDES", "1000"))  # per search page
 FHIR_MAX_BODY_BYTES = int(env_str("FHIR_MAX_BODY_MB", "1")) * 1024 * 1024
 FHIR_MAX_BUNDLE_BYTES = int(env_str("FHIR_MAX_BUNDLE_MB", "128")) * 1024 * 1024
 DATA_UPLOAD_MAX_MEMORY_SIZE = max(FHIR_MAX_BODY_BYTES, FHIR_MAX_BUNDLE_BYTES)  # a backstop only
+
+# --- Rate limits (config/ratelimit.py): requests a minute per client and class; 0 = no limit ----
+# Generous by default, so that benchmarks and bulk clients are not throttled; operators lower them.
+REDIS_URL = env_str("REDIS_URL", "")  # shared counters; unset: each worker counts for itself
+_API_PER_MINUTE = int(env_str("RATE_LIMIT_PER_MINUTE", "100000"))
+RATE_LIMITS = {
+    "read": _API_PER_MINUTE,
+    "search": _API_PER_MINUTE,
+    "write": _API_PER_MINUTE,
+    "token": int(env_str("RATE_LIMIT_TOKEN_PER_MINUTE", "600")),
+}
 
 # --- SMART on FHIR authorization server (django-oauth-toolkit; smart_auth/) ----------------
 OAUTH2_PROVIDER_APPLICATION_MODEL = "smart_auth.Client"
