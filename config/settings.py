@@ -139,6 +139,7 @@ MIDDLEWARE = [
     "config.limits.BodyLimitMiddleware",  # before anything reads the body or the database
     "tenants.middleware.TenantMiddleware",
     "smart_auth.middleware.AuthContextMiddleware",
+    "smart_auth.break_glass.BreakGlassMiddleware",  # after auth (and audit): widens its context
     "config.ratelimit.RateLimitMiddleware",  # after auth: counts per client
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
