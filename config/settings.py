@@ -85,10 +85,13 @@ DB_ROLE = database.current_role()
 _owner_url = database.owner_url()
 APP_DB_USER = database.app_db_user()
 APP_DB_PASSWORD = env_str("APP_DB_PASSWORD", "")
+# The runtime role's statements are cancelled after this long (0: never); the API answers 503.
+# Owner connections (migrations, tenant lifecycle) are not limited.
+FHIR_REQUEST_TIMEOUT_SECONDS = int(env_str("FHIR_REQUEST_TIMEOUT_SECONDS", "30"))
 DATABASES = {
-    "default": database.django_database(
-        _owner_url if DB_ROLE == database.OWNER else database.runtime_url(_owner_url)
-    )
+    "default": database.django_database(_owner_url)
+    if DB_ROLE == database.OWNER
+    else database.django_database(database.runtime_url(_owner_url), FHIR_REQUEST_TIMEOUT_SECONDS)
 }
 DATABASE_ROUTERS = ("django_tenants.routers.TenantSyncRouter",)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

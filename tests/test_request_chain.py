@@ -1,16 +1,19 @@
-"""The outer request chain over real HTTP: recovery, security headers, body limits, JSON depth."""
+"""The outer request chain over real HTTP: recovery, security headers, body limits, JSON depth,
+request timeout."""
 
 from __future__ import annotations
 
 import json
+import time
 import uuid
 
 import httpx
 import pytest
 from psycopg import sql
 
+from tests.conftest import DEVELOPMENT_AUTH
 from tests.smart_support import run_manage
-from tests.support import manage_command
+from tests.support import manage_command, start_server
 
 FHIR_JSON = {"Content-Type": "application/fhir+json"}
 
@@ -145,3 +148,33 @@ def test_json_nested_deeper_than_100_levels_is_400(fhir):
     response = fhir.post("/Patient", json={"resourceType": "Patient", "extension": [nested]})
     assert response.status_code == 400
     assert "deeper than 100" in response.json()["issue"][0]["diagnostics"]
+
+
+# --- Request timeout: a statement stuck behind a lock is cancelled -----------------------------
+
+
+@pytest.fixture(scope="module")
+def impatient_server(django_db_setup, tmp_path_factory):
+    env = {**DEVELOPMENT_AUTH, "FHIR_REQUEST_TIMEOUT_SECONDS": "1"}
+    running = start_server(tmp_path_factory.mktemp("impatient") / "server.log", env=env)
+    yield running
+    running.stop()
+
+
+def test_a_statement_over_the_timeout_answers_503(impatient_server, owner_db):
+    base = f"{impatient_server.url}/t/alpha/fhir"
+    patient = httpx.post(f"{base}/Patient", json={"resourceType": "Patient"}).json()
+    # A maintenance session holds the row (as a stuck transaction would): the update waits on it.
+    with owner_db.transaction():
+        owner_db.execute(
+            "SELECT 1 FROM alpha.fhir_resource"
+            " WHERE resource_type = 'Patient' AND resource_id = %s FOR UPDATE",
+            [patient["id"]],
+        )
+        started = time.monotonic()
+        response = httpx.put(f"{base}/Patient/{patient['id']}", json=patient, timeout=30)
+        waited = time.monotonic() - started
+    assert response.status_code == 503, response.text
+    assert response.json()["issue"][0]["code"] == "timeout"
+    assert 1 <= waited < 10
+    assert httpx.put(f"{base}/Patient/{patient['id']}", json=patient).status_code == 200
