@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from tests.smart_support import PASSWORD, run_manage
+from tests.smart_support import CSRF, PASSWORD, run_manage
 
 HEADER = "X-Break-Glass"
 
@@ -90,3 +90,30 @@ def test_break_glass_without_the_role_is_403(ward, owner_db):
     response = httpx.get(f"{ward['base']}/Patient/{ward['own']}", headers=headers)
     assert response.status_code == 403 and "break-glass role" in response.json()["issue"][0]["diagnostics"]
     assert _recorded(owner_db, rid) == []
+
+
+def test_break_glass_accesses_are_listed_in_the_tenant_admin(ward, smart_server):
+    reason = f"reviewable {uuid.uuid4().hex[:8]}"
+    headers = {**ward["permitted"], HEADER: reason}
+    assert httpx.get(f"{ward['base']}/Patient/{ward['other']}", headers=headers).status_code == 200
+    name = f"reviewer{uuid.uuid4().hex[:8]}"
+    create = (
+        "from django.contrib.auth.models import User\n"
+        "from django_tenants.utils import schema_context\n"
+        f"with schema_context('alpha'): User.objects.create_superuser('{name}', password='{PASSWORD}')"
+    )
+    run_manage("shell", "-c", create)
+    admin = f"{smart_server.url}/t/alpha/admin"
+    with httpx.Client(follow_redirects=True) as browser:
+        login = browser.get(f"{admin}/login/")
+        token = CSRF.search(login.text).group(1)
+        form = {
+            "csrfmiddlewaretoken": token,
+            "username": name,
+            "password": PASSWORD,
+            "next": "/t/alpha/admin/",
+        }
+        assert browser.post(f"{admin}/login/", data=form).status_code == 200
+        listing = browser.get(f"{admin}/smart_auth/breakglassaccess/")
+    assert listing.status_code == 200 and reason in listing.text
+    assert "Content-Security-Policy" in listing.headers
