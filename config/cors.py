@@ -47,7 +47,7 @@ ALLOWED_METHODS = "GET, HEAD, POST, PUT, PATCH, DELETE"
 # Authorization is never covered by a `*` wildcard (Fetch), so every header is listed.
 ALLOWED_HEADERS = (
     "Authorization, Content-Type, Accept, Prefer, If-Match, If-None-Match, If-Modified-Since, "
-    "If-None-Exist, X-Request-Id"
+    "If-None-Exist, X-Request-Id, X-Break-Glass"
 )
 # Beyond the CORS-safelisted response headers (Content-Type, Cache-Control, ...).
 EXPOSED_HEADERS = (

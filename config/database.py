@@ -94,13 +94,19 @@ def replace_database_name(url: str, name: str) -> str:
     return urlsplit(url)._replace(path="/" + name).geturl()
 
 
-def django_database(url: str) -> dict:
-    """A Django DATABASES entry from a postgres:// URL (host may also be `?host=/socket/dir`)."""
+def django_database(url: str, statement_timeout_seconds: int = 0) -> dict:
+    """A Django DATABASES entry from a postgres:// URL (host may also be `?host=/socket/dir`).
+
+    A statement timeout, when given, is set for the session at connect time (libpq `options`),
+    so it costs no query per request and a runaway statement is cancelled by the server."""
     parts = urlsplit(url)
     if parts.scheme not in ("postgres", "postgresql"):
         raise ImproperlyConfigured("DATABASE_URL must be a postgres:// or postgresql:// URL")
     options = dict(parse_qsl(parts.query))
     host = options.pop("host", None) or parts.hostname or ""
+    if statement_timeout_seconds:
+        timeout = f"-c statement_timeout={statement_timeout_seconds * 1000}"
+        options["options"] = f"{options['options']} {timeout}" if options.get("options") else timeout
     return {
         "ENGINE": "tenants.postgresql_backend",
         "NAME": unquote(parts.path.lstrip("/")) or "postgres",

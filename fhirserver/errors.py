@@ -55,8 +55,32 @@ def not_supported(diagnostics: str, status: int = 400) -> FhirError:
 
 
 def load_json(body: bytes, what: str) -> object:
-    """Parse JSON from a client; 400 naming where it breaks, never quoting it (it may be PHI)."""
+    """Parse JSON from a client; 400 naming where it breaks, never quoting it (it may be PHI).
+    Its size is bounded before (config/limits.py), its nesting here."""
     try:
-        return orjson.loads(body)
+        document = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise bad_request(f"The {what} is malformed at character {exc.pos}", code="structure") from None
+    check_depth(document, what)
+    return document
+
+
+# Deeper than any FHIR resource needs (a Synthea transaction nests about 12 levels), shallow
+# enough that no recursive walk over a document (validation, indexing, XML) can exhaust the stack.
+MAX_JSON_DEPTH = 100
+
+
+def check_depth(document: object, what: str) -> None:
+    """400 when objects and arrays nest deeper than MAX_JSON_DEPTH. Level by level, without
+    recursion, each container visited once."""
+    level = [document] if isinstance(document, dict | list) else []
+    for _ in range(MAX_JSON_DEPTH):
+        if not level:
+            return
+        deeper = []
+        for container in level:
+            children = container.values() if type(container) is dict else container
+            deeper.extend(child for child in children if type(child) is dict or type(child) is list)
+        level = deeper
+    if level:
+        raise bad_request(f"The {what} nests deeper than {MAX_JSON_DEPTH} levels", code="too-costly")

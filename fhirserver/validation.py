@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
 
+from fhirserver.narrative import narrative_problem
 from fhirserver.registry import ElementDefinition, Registry, TypeDefinition, r4
 
 MAX_ISSUES = 100
@@ -174,8 +175,6 @@ _FORMATS = {
     "oid": r"urn:oid:[0-2](\.(0|[1-9][0-9]*))+",
     "uuid": r"urn:uuid:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}",
     "markdown": None,
-    # The narrative's XHTML is parsed by whoever renders it; here only its outer <div>.
-    "xhtml": r"[ \t\r\n]*<div[ \t\r\n/>][\s\S]*",
 }
 
 
@@ -248,6 +247,13 @@ def _boolean(value: object) -> str | None:
     return None if type(value) is bool else "expected boolean (true or false)"
 
 
+def _xhtml(value: object) -> str | None:
+    """Narrative XHTML: a string, then the R4 allow-list (fhirserver.narrative: no active content)."""
+    if type(value) is not str:
+        return "expected xhtml (a JSON string)"
+    return narrative_problem(value)
+
+
 _CHECKS: dict[str, Callable[[object], str | None]] = {
     "boolean": _boolean,
     "decimal": _decimal,
@@ -256,6 +262,7 @@ _CHECKS: dict[str, Callable[[object], str | None]] = {
     "positiveInt": _integer("positiveInt", 1),
     "string": _string,
     "base64Binary": _base64,
+    "xhtml": _xhtml,
     **{type_code: _text(type_code, pattern) for type_code, pattern in _FORMATS.items()},
 }
 

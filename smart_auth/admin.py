@@ -4,7 +4,7 @@ toolkit registers its models on the platform admin, whose public schema has no s
 from django.contrib import admin
 from oauth2_provider.models import AccessToken, Grant, IDToken, RefreshToken
 
-from smart_auth.models import Client, EhrLaunch, UserProfile
+from smart_auth.models import BreakGlassAccess, Client, EhrLaunch, UserProfile
 from tenants.admin import tenant_admin_site
 
 for model in (Client, AccessToken, Grant, IDToken, RefreshToken):
@@ -60,3 +60,20 @@ class UserProfileAdmin(admin.ModelAdmin):
 @admin.register(EhrLaunch, site=tenant_admin_site)
 class EhrLaunchAdmin(admin.ModelAdmin):
     list_display = ("launch_id", "patient", "encounter", "created", "expires")
+
+
+@admin.register(BreakGlassAccess, site=tenant_admin_site)
+class BreakGlassAccessAdmin(admin.ModelAdmin):
+    """For review: everything is as recorded except the reviewer's tick."""
+
+    list_display = ("at", "user", "client_id", "method", "path", "reason", "reviewed")
+    list_filter = ("reviewed", "at")
+    search_fields = ("user", "client_id", "request_id")
+    readonly_fields = ("at", "user", "client_id", "reason", "method", "path", "request_id")
+    fields = (*readonly_fields, "reviewed")
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False

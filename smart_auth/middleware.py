@@ -66,7 +66,8 @@ def context_from_claims(claims: dict) -> AuthContext:
     scopes = claims.get("scope", "").split()
     return AuthContext(
         user=claims["sub"],
-        roles=frozenset({claims["role"]}) if claims.get("role") else roles_from_scopes(scopes),
+        # `role` may name several, space-separated (e.g. "clinician break-glass").
+        roles=frozenset(claims["role"].split()) if claims.get("role") else roles_from_scopes(scopes),
         scopes=frozenset(scopes),
         patient=claims.get("patient"),
         encounter=claims.get("encounter"),

@@ -125,3 +125,24 @@ class UsedAssertion(models.Model):
 
     def __str__(self) -> str:
         return self.jti
+
+
+class BreakGlassAccess(models.Model):
+    """One request that used break-glass (X-Break-Glass), kept for review in the tenant admin."""
+
+    at = models.DateTimeField(auto_now_add=True, db_index=True)
+    user = models.CharField(max_length=200, help_text="the token's subject")
+    client_id = models.CharField(max_length=200, blank=True)
+    reason = models.TextField()
+    method = models.CharField(max_length=10)
+    path = models.CharField(max_length=2000, help_text="without the query string")
+    request_id = models.CharField(max_length=128)
+    reviewed = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ("-at",)
+        verbose_name = "break-glass access"
+        verbose_name_plural = "break-glass accesses"
+
+    def __str__(self) -> str:
+        return f"{self.user} {self.method} {self.path} at {self.at:%Y-%m-%d %H:%M}"

@@ -227,7 +227,11 @@ def test_gzip_when_accepted(fhir):
 
 def test_summary_and_elements_on_read(fhir):
     created = create(
-        fhir, patient(gender="female", text={"status": "generated", "div": "<div>x</div>"})
+        fhir,
+        patient(
+            gender="female",
+            text={"status": "generated", "div": '<div xmlns="http://www.w3.org/1999/xhtml">x</div>'},
+        ),
     ).json()
     url = f"/Patient/{created['id']}"
     summary = fhir.get(url, params={"_summary": "true"}).json()

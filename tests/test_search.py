@@ -262,7 +262,7 @@ def test_summary_and_elements_shape_search_matches(fhir, marker):
             "resourceType": "Patient",
             "gender": "male",
             "birthDate": "1999-09-09",
-            "text": {"status": "generated", "div": "<div>x</div>"},
+            "text": {"status": "generated", "div": '<div xmlns="http://www.w3.org/1999/xhtml">x</div>'},
         },
     )
     bundle = fhir.get("/Patient", params={"identifier": f"{MARK}|{marker}", "_elements": "gender"}).json()

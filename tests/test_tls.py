@@ -255,3 +255,10 @@ def test_make_run_banner_shows_https_urls(capsys, monkeypatch):
     assert "https://127.0.0.1:8443/t/demo/fhir" in banner
     assert "https://demo.localhost:8443/" in banner
     assert "http://" not in banner
+
+
+def test_hsts_is_sent_over_tls(tls_server, certificates):
+    """RFC 6797: HSTS over secure transport only (the plain-HTTP side is in test_request_chain)."""
+    response = httpx.get(tls_server.url + "/healthz", verify=client_context(certificates.ca))
+    assert response.headers["strict-transport-security"] == "max-age=31536000"
+    assert response.headers["x-content-type-options"] == "nosniff"

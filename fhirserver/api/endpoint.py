@@ -8,10 +8,11 @@ import logging
 from email.utils import parsedate_to_datetime
 
 from django.core.exceptions import RequestDataTooBig
-from django.db import DatabaseError
+from django.db import OperationalError
 from django.http import HttpRequest, HttpResponse
 from django.utils.http import http_date
 from django.views.decorators.csrf import csrf_exempt
+from psycopg.errors import QueryCanceled
 
 from fhirserver import errors
 from fhirserver.api.negotiation import fhir_response
@@ -23,8 +24,9 @@ logger = logging.getLogger(__name__)
 
 
 def fhir_endpoint(view):
-    """Run a FHIR view: FhirError -> its OperationOutcome; anything else -> 500 outcome, logged
-    without request data (it may hold PHI). CSRF does not apply: the API takes no cookies."""
+    """Run a FHIR view: FhirError -> its OperationOutcome (in the requested format), a statement
+    cut off by FHIR_REQUEST_TIMEOUT_SECONDS -> 503. Anything else is a bug or an outage and goes
+    up to config.recovery (500 with the request id). CSRF does not apply: the API takes no cookies."""
 
     @csrf_exempt
     @functools.wraps(view)
@@ -38,16 +40,14 @@ def fhir_endpoint(view):
                 413, "too-costly", "The request body is larger than this server accepts"
             )
             return outcome_response(request, too_big)
-        except DatabaseError:
-            logger.exception("database error in %s", view.__name__)
-            return outcome_response(request, errors.FhirError.single(500, "exception", "Database error"))
-        except Exception:
-            # The recovery end of the chain: a bug must still answer in FHIR, and say nothing
-            # of the request (its body may hold patient data). The traceback goes to the log.
-            logger.exception("unexpected error in %s", view.__name__)
-            return outcome_response(
-                request, errors.FhirError.single(500, "exception", "Internal server error")
+        except OperationalError as exc:
+            if not isinstance(exc.__cause__, QueryCanceled):
+                raise
+            logger.warning("statement timeout in %s", view.__name__)
+            timeout = errors.FhirError.single(
+                503, "timeout", "The request took longer than this server allows; narrow it or retry later"
             )
+            return outcome_response(request, timeout)
 
     return wrapper
 
