@@ -11,6 +11,9 @@ def main() -> None:
 
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     os.environ.setdefault("DB_ROLE", role_for_command(sys.argv))
+    # FHIR_REQUEST_TIMEOUT_SECONDS bounds the statements of a web request; commands run long
+    # batches (load_bundles, reindex, the ANALYZE after them) that must not be cut off.
+    os.environ.setdefault("FHIR_REQUEST_TIMEOUT_SECONDS", "0")
     from django.core.management import execute_from_command_line
 
     execute_from_command_line(sys.argv)

@@ -86,7 +86,7 @@ _owner_url = database.owner_url()
 APP_DB_USER = database.app_db_user()
 APP_DB_PASSWORD = env_str("APP_DB_PASSWORD", "")
 # The runtime role's statements are cancelled after this long (0: never); the API answers 503.
-# Owner connections (migrations, tenant lifecycle) are not limited.
+# Owner connections (migrations, tenant lifecycle) are not limited; manage.py defaults it to 0.
 FHIR_REQUEST_TIMEOUT_SECONDS = int(env_str("FHIR_REQUEST_TIMEOUT_SECONDS", "30"))
 DATABASES = {
     "default": database.django_database(_owner_url)

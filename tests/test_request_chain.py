@@ -178,3 +178,16 @@ def test_a_statement_over_the_timeout_answers_503(impatient_server, owner_db):
     assert response.json()["issue"][0]["code"] == "timeout"
     assert 1 <= waited < 10
     assert httpx.put(f"{base}/Patient/{patient['id']}", json=patient).status_code == 200
+
+
+def test_management_commands_have_no_request_timeout():
+    """The request timeout is for web requests; a command's long batch statements run to the end."""
+    show = (
+        "from django.db import connection; c = connection.cursor(); c.execute('SHOW statement_timeout'); "
+        "print(c.fetchone()[0])"
+    )
+    result = manage_command("shell", "--no-imports", "-c", show)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "0"
+    limited = manage_command("shell", "--no-imports", "-c", show, env={"FHIR_REQUEST_TIMEOUT_SECONDS": "7"})
+    assert limited.stdout.strip() == "7s"
