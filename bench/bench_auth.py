@@ -5,21 +5,16 @@ issuing Backend Services tokens (private_key_jwt assertion checked, token signed
 from __future__ import annotations
 
 import json
-import secrets
 import tempfile
-import time
 import uuid
 from pathlib import Path
 
 import httpx
-import jwt
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from bench.harness import BenchContext, report, report_ratio, time_calls
-from tests.smart_support import run_manage
+from tests.smart_support import ASSERTION_TYPE, client_assertion, public_jwk, run_manage
 from tests.support import start_server
-
-ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 
 
 def run(context: BenchContext) -> None:
@@ -63,7 +58,7 @@ def reads(context: BenchContext, standalone_url: str) -> None:
 
 def backend_tokens(context: BenchContext, url: str) -> None:
     key = ec.generate_private_key(ec.SECP384R1())
-    jwk = {**json.loads(jwt.algorithms.ECAlgorithm.to_jwk(key.public_key())), "kid": "bench", "alg": "ES384"}
+    jwk = public_jwk(key, "bench", "ES384")
     jwks_file = Path(tempfile.mkdtemp()) / "jwks.json"
     jwks_file.write_text(json.dumps({"keys": [jwk]}))
     client_id = f"bench-{uuid.uuid4().hex[:8]}"
@@ -80,15 +75,7 @@ def backend_tokens(context: BenchContext, url: str) -> None:
     token_url = f"{url}/t/{context.tenant}/auth/token"
 
     def issue() -> None:
-        now = int(time.time())
-        claims = {
-            "iss": client_id,
-            "sub": client_id,
-            "aud": token_url,
-            "exp": now + 240,
-            "jti": secrets.token_hex(16),
-        }
-        assertion = jwt.encode(claims, key, algorithm="ES384", headers={"kid": "bench"})
+        assertion = client_assertion(key, "bench", "ES384", client_id, token_url)
         response = httpx.post(
             token_url,
             data={

@@ -5,16 +5,20 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import re
 import secrets
+import time
 import uuid
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs, urlparse
 
 import httpx
+import jwt
 
 from tests.support import manage_command
 
+ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 REDIRECT_URI = "http://app.example/callback"
 PASSWORD = "correct-horse-battery"  # of the test logins (tests/conftest.py `world`)
 CSRF = re.compile(r'name="csrfmiddlewaretoken" value="([^"]+)"')
@@ -24,6 +28,26 @@ def pkce_pair() -> tuple[str, str]:
     verifier = secrets.token_urlsafe(48)
     challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
     return verifier, challenge
+
+
+def public_jwk(private_key, kid: str, alg: str) -> dict:
+    """The public JWK of `private_key`, as a client registers it for private_key_jwt."""
+    public = json.loads(jwt.algorithms.get_default_algorithms()[alg].to_jwk(private_key.public_key()))
+    return {**public, "kid": kid, "alg": alg}
+
+
+def client_assertion(private_key, kid: str, alg: str, client_id: str, token_url: str, **claims) -> str:
+    """A client assertion as SMART Backend Services clients sign it (iss = sub = client id,
+    aud = token URL, exp 4 minutes ahead, a fresh jti); `claims` override any of these."""
+    body = {
+        "iss": client_id,
+        "sub": client_id,
+        "aud": token_url,
+        "exp": int(time.time()) + 240,
+        "jti": secrets.token_hex(32),
+        **claims,
+    }
+    return jwt.encode(body, private_key, algorithm=alg, headers={"kid": kid, "typ": "JWT"})
 
 
 def run_manage(*args: str) -> str:

@@ -4,6 +4,7 @@ running `manage.py`, and starting a real server."""
 from __future__ import annotations
 
 import base64
+import json
 import os
 import secrets
 import socket
@@ -11,8 +12,11 @@ import ssl
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -166,3 +170,40 @@ def make_marked(fhir: httpx.Client, marker: str, resource: dict) -> dict:
     response = fhir.post(f"/{resource['resourceType']}", json=body)
     assert response.status_code == 201, response.text
     return response.json()
+
+
+class JsonServer:
+    """JSON documents over real HTTP on a free port, for the outside services our server calls
+    (an identity provider's discovery and keys, a client's jwks_uri). `documents` maps a
+    request path to its JSON body, or None for 404; it is called on every request, so the
+    test may change what it serves."""
+
+    def __init__(self, documents: Callable[[str], dict | None]) -> None:
+        self.url = f"http://127.0.0.1:{free_port()}"
+        self.requests: list[str] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                server.requests.append(self.path)
+                body = documents(self.path)
+                if body is None:
+                    self.send_error(404)
+                    return
+                data = json.dumps(body).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):
+                pass
+
+        port = int(self.url.rsplit(":", 1)[1])
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()

@@ -4,24 +4,26 @@ client_credentials and an app's authorization code exchange, and every refused a
 from __future__ import annotations
 
 import json
-import secrets
 import time
 import uuid
 
 import httpx
-import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from tests.smart_support import PASSWORD, REDIRECT_URI, SmartApp, pkce_pair, redirect_params, run_manage
+from tests.smart_support import (
+    ASSERTION_TYPE,
+    PASSWORD,
+    REDIRECT_URI,
+    SmartApp,
+    client_assertion,
+    pkce_pair,
+    public_jwk,
+    redirect_params,
+    run_manage,
+)
+from tests.support import JsonServer
 from tests.test_smart_launch import PATIENT_SCOPES
-
-ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
-
-
-def _jwk(private_key, kid: str, alg: str) -> dict:
-    public = json.loads(jwt.algorithms.get_default_algorithms()[alg].to_jwk(private_key.public_key()))
-    return {**public, "kid": kid, "alg": alg}
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +37,9 @@ def keys():
 @pytest.fixture(scope="module")
 def clients(world, keys, tmp_path_factory):
     jwks_file = tmp_path_factory.mktemp("jwks") / "jwks.json"
-    jwks_file.write_text(json.dumps({"keys": [_jwk(key, kid, alg) for alg, (key, kid) in keys.items()]}))
+    jwks_file.write_text(
+        json.dumps({"keys": [public_jwk(key, kid, alg) for alg, (key, kid) in keys.items()]})
+    )
     suffix = uuid.uuid4().hex[:8]
     backend, app = f"backend{suffix}", f"asym{suffix}"
     run_manage(
@@ -66,19 +70,17 @@ def clients(world, keys, tmp_path_factory):
 
 
 def assertion(keys, client_id: str, token_url: str, alg: str = "ES384", **changes) -> str:
+    """An assertion signed with the registered key of `alg`; `changes` tamper with it: claims,
+    kid, key (another signing key) or sign_alg (another algorithm)."""
     key, kid = keys[alg]
-    now = int(time.time())
-    claims = {
-        "iss": client_id,
-        "sub": client_id,
-        "aud": token_url,
-        "exp": now + 240,
-        "jti": secrets.token_hex(32),
-    }
-    claims.update(changes.pop("claims", {}))
-    headers = {"kid": changes.pop("kid", kid), "typ": "JWT"}
-    signing_key, signing_alg = changes.pop("key", key), changes.pop("sign_alg", alg)
-    return jwt.encode(claims, signing_key, algorithm=signing_alg, headers=headers)
+    return client_assertion(
+        changes.get("key", key),
+        changes.get("kid", kid),
+        changes.get("sign_alg", alg),
+        client_id,
+        token_url,
+        **changes.get("claims", {}),
+    )
 
 
 def backend_request(world, data: dict) -> httpx.Response:
@@ -220,3 +222,37 @@ def test_asymmetric_app_launch_and_refresh(world, keys, clients):
         },
     )
     assert refreshed.status_code == 200, refreshed.text
+
+
+def test_keys_published_at_a_jwks_uri(world, keys):
+    """A client may register a JWKS URL instead of its keys; the server fetches them."""
+    published = {"keys": [public_jwk(key, kid, alg) for alg, (key, kid) in keys.items()]}
+    jwks_server = JsonServer(lambda path: published if path == "/jwks.json" else None)
+    client_id = f"byurl{uuid.uuid4().hex[:8]}"
+    try:
+        run_manage(
+            "register_client",
+            "--tenant",
+            "alpha",
+            "--client-id",
+            client_id,
+            "--backend",
+            "--jwks-url",
+            f"{jwks_server.url}/jwks.json",
+            "--scopes",
+            "system/*.rs",
+        )
+        token_url = f"{world['server']}/t/alpha/auth/token"
+        response = backend_request(
+            world,
+            {
+                "grant_type": "client_credentials",
+                "scope": "system/*.rs",
+                "client_assertion_type": ASSERTION_TYPE,
+                "client_assertion": assertion(keys, client_id, token_url),
+            },
+        )
+        assert response.status_code == 200, response.text
+        assert "/jwks.json" in jwks_server.requests
+    finally:
+        jwks_server.stop()

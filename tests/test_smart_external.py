@@ -3,18 +3,16 @@ over HTTP, bound to the tenant by their audience, with key rotation picked up.""
 
 from __future__ import annotations
 
-import json
-import threading
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from tests.support import free_port, start_server
+from tests.smart_support import public_jwk
+from tests.support import JsonServer, free_port, start_server
 
 
 class Provider:
@@ -22,48 +20,30 @@ class Provider:
     test can rotate."""
 
     def __init__(self) -> None:
-        self.port = free_port()
-        self.issuer = f"http://127.0.0.1:{self.port}/realms/test"
         self.keys: dict[str, rsa.RSAPrivateKey] = {}
-        self.jwks_fetches = 0
-        provider = self
+        self.http = JsonServer(self.document)
+        self.issuer = f"{self.http.url}/realms/test"
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):
-                if self.path.endswith("/.well-known/openid-configuration"):
-                    body = {
-                        "issuer": provider.issuer,
-                        "jwks_uri": provider.issuer + "/certs",
-                        "authorization_endpoint": provider.issuer + "/auth",
-                        "token_endpoint": provider.issuer + "/token",
-                    }
-                elif self.path.endswith("/certs"):
-                    provider.jwks_fetches += 1
-                    body = {"keys": [provider.jwk(kid) for kid in provider.keys]}
-                else:
-                    self.send_error(404)
-                    return
-                data = json.dumps(body).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+    def document(self, path: str) -> dict | None:
+        if path.endswith("/.well-known/openid-configuration"):
+            return {
+                "issuer": self.issuer,
+                "jwks_uri": self.issuer + "/certs",
+                "authorization_endpoint": self.issuer + "/auth",
+                "token_endpoint": self.issuer + "/token",
+            }
+        if path.endswith("/certs"):
+            return {"keys": [public_jwk(key, kid, "RS256") for kid, key in self.keys.items()]}
+        return None
 
-            def log_message(self, *args):
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+    @property
+    def jwks_fetches(self) -> int:
+        return sum(path.endswith("/certs") for path in self.http.requests)
 
     def add_key(self) -> str:
         kid = uuid.uuid4().hex[:8]
         self.keys[kid] = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         return kid
-
-    def jwk(self, kid: str) -> dict:
-        public = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(self.keys[kid].public_key()))
-        return {**public, "kid": kid, "alg": "RS256", "use": "sig"}
 
     def token(self, kid: str, aud: str, **claims) -> str:
         now = int(time.time())
@@ -83,7 +63,7 @@ class Provider:
 def provider():
     running = Provider()
     yield running
-    running.httpd.shutdown()
+    running.http.stop()
 
 
 @pytest.fixture(scope="module")
@@ -156,3 +136,17 @@ def test_discovery_points_to_the_provider(provider, external_server):
     assert config["authorization_endpoint"] == provider.issuer + "/auth"
     assert config["token_endpoint"] == provider.issuer + "/token"
     assert config["issuer"] == provider.issuer
+
+
+def test_unreachable_provider_refuses_tokens_and_discovery_says_so(django_db_setup, tmp_path):
+    issuer = f"http://127.0.0.1:{free_port()}/realms/gone"  # nothing listens there
+    env = {"AUTH_MODE": "external", "EXTERNAL_OIDC_ISSUER": issuer, "WEB_CONCURRENCY": "1"}
+    server = start_server(tmp_path / "server.log", workers=1, env=env)
+    try:
+        base = f"{server.url}/t/alpha/fhir"
+        discovery = httpx.get(f"{base}/.well-known/smart-configuration")
+        assert discovery.status_code == 503 and discovery.json()["error"] == "temporarily_unavailable"
+        token = jwt.encode({"iss": issuer, "sub": "x", "aud": base, "exp": int(time.time()) + 60}, "k" * 32)
+        assert httpx.get(f"{base}/Patient", headers={"Authorization": f"Bearer {token}"}).status_code == 401
+    finally:
+        server.stop()

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import httpx
+import pytest
+from django.core.exceptions import ValidationError
 
-from tests.smart_support import PASSWORD, REDIRECT_URI, redirect_params
+from smart_auth.models import Client
+from tests.smart_support import PASSWORD, REDIRECT_URI, redirect_params, run_manage
+from tests.support import manage_command
 from tests.test_smart_launch import PATIENT_SCOPES
 
 
@@ -72,3 +76,56 @@ def test_token_endpoint_refuses_get_and_unknown_grant(world):
     assert httpx.get(f"{app.tenant_url}/auth/token").status_code == 405
     unknown = app.token({"grant_type": "password", "username": world["patient_user"], "password": PASSWORD})
     assert unknown.status_code in (400, 401) and "access_token" not in unknown.json()
+
+
+def test_introspection_by_a_bearer_token_of_the_tenant(world):
+    app = world["confidential"]
+    caller = run_manage("issue_token", "--tenant", "alpha", "--scopes", "system/*.rs")
+    subject = run_manage(
+        "issue_token", "--tenant", "alpha", "--scopes", "patient/*.rs", "--patient", world["patient"]
+    )
+    url = f"{app.tenant_url}/auth/introspect"
+    answer = httpx.post(url, data={"token": subject}, headers={"Authorization": f"Bearer {caller}"})
+    assert answer.status_code == 200 and answer.json()["active"] is True
+    assert answer.json()["patient"] == world["patient"]
+    forged = httpx.post(url, data={"token": subject}, headers={"Authorization": "Bearer not-a-token"})
+    assert forged.status_code == 401
+
+
+def test_commands_refuse_bad_scopes_and_fhir_users():
+    bad_scope = manage_command(
+        "register_client",
+        "--tenant",
+        "alpha",
+        "--client-id",
+        "never-made",
+        "--public",
+        "--redirect-uri",
+        REDIRECT_URI,
+        "--scopes",
+        "patient/Observation.sr",
+    )
+    assert bad_scope.returncode != 0 and "Observation.sr" in bad_scope.stderr
+    bad_user = manage_command(
+        "create_user",
+        "--tenant",
+        "alpha",
+        "--username",
+        "never-made",
+        "--password",
+        PASSWORD,
+        "--fhir-user",
+        "Observation/1",
+    )
+    assert bad_user.returncode != 0 and "--fhir-user" in bad_user.stderr
+    token = manage_command(
+        "issue_token", "--tenant", "alpha", "--client-id", "never-made", "--scopes", "user/*.rs"
+    )
+    assert token.returncode != 0  # the client was not registered
+
+
+def test_admin_refuses_malformed_allowed_scopes():
+    client = Client(client_id="x", allowed_scopes="patient/*.rs user/Nonsense.r")
+    with pytest.raises(ValidationError) as refused:
+        client.clean()
+    assert "allowed_scopes" in refused.value.message_dict

@@ -63,6 +63,12 @@ def smart_configuration(request: HttpRequest) -> JsonResponse:
     """<base>/.well-known/smart-configuration (SMART App Launch 2.x, "SMART on FHIR
     configuration"): every required and recommended field."""
     urls = advertised(request)
+    if "authorization_endpoint" not in urls:  # AUTH_MODE=external and the provider unreachable
+        unavailable = {
+            "error": "temporarily_unavailable",
+            "error_description": "identity provider unavailable",
+        }
+        return JsonResponse(unavailable, status=503)
     document = {
         **{name: urls[name] for name in SMART_ENDPOINTS if name in urls},
         "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],

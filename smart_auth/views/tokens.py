@@ -26,9 +26,7 @@ class SmartTokenView(TokenView):
         response = super().post(request, *args, **kwargs)
         if response.status_code != 200:
             logger.info("token request refused with %s", response.status_code)
-        for name, value in NO_STORE.items():
-            response[name] = value
-        return response
+        return _no_store(response)
 
 
 @method_decorator(csrf_exempt, name="dispatch")

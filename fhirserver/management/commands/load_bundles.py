@@ -10,13 +10,13 @@ from pathlib import Path
 
 import orjson
 from django.core.management.base import BaseCommand, CommandError
-from django.db import connection, transaction
+from django.db import transaction
 
 from fhirserver import errors
 from fhirserver.models import Resource
 from fhirserver.storage.bundles import Trusted, process_batch, process_transaction
 from fhirserver.storage.statistics import refresh_tenant_statistics
-from tenants.lifecycle import TenantError, get_tenant
+from tenants.management.commands._tenant_command import in_tenant
 
 
 class Command(BaseCommand):
@@ -32,13 +32,13 @@ class Command(BaseCommand):
         parser.add_argument("paths", nargs="+", help="files or folders; folders load in name order")
 
     def handle(self, *args, tenant: str, paths: list[str], if_empty: bool, **options) -> None:
-        try:
-            connection.set_tenant(get_tenant(tenant))
-        except TenantError as exc:
-            raise CommandError(str(exc)) from None
-        if if_empty and Resource.objects.exists():
-            self.stdout.write(f"tenant {tenant} already has resources; nothing loaded")
-            return
+        with in_tenant(tenant):
+            if if_empty and Resource.objects.exists():
+                self.stdout.write(f"tenant {tenant} already has resources; nothing loaded")
+                return
+            self._load_all(paths)
+
+    def _load_all(self, paths: list[str]) -> None:
         files = bundle_files(paths)
         started, loaded = time.perf_counter(), 0
         for number, path in enumerate(files, 1):

@@ -6,12 +6,11 @@ import sys
 import time
 
 from django.core.management.base import BaseCommand, CommandError
-from django.db import connection
 
 from fhirserver.registry import r4
 from fhirserver.storage.repository import Repository
 from fhirserver.storage.statistics import refresh_tenant_statistics
-from tenants.lifecycle import TenantError, get_tenant
+from tenants.management.commands._tenant_command import in_tenant
 
 
 class Command(BaseCommand):
@@ -24,10 +23,6 @@ class Command(BaseCommand):
     def handle(self, *args, tenant: str, resource_type: str | None, **options) -> None:
         if resource_type and not r4().is_resource_type(resource_type):
             raise CommandError(f"'{resource_type}' is not an R4 resource type")
-        try:
-            connection.set_tenant(get_tenant(tenant))
-        except TenantError as exc:
-            raise CommandError(str(exc)) from None
         started = time.perf_counter()
 
         def progress(done: int) -> None:
@@ -35,8 +30,9 @@ class Command(BaseCommand):
             sys.stderr.write(f"\rreindexed {done} resources ({rate:.0f}/s)")
             sys.stderr.flush()
 
-        done = Repository().reindex(resource_type, progress)
-        refresh_tenant_statistics()
+        with in_tenant(tenant):
+            done = Repository().reindex(resource_type, progress)
+            refresh_tenant_statistics()
         sys.stderr.write("\n")
         elapsed = time.perf_counter() - started
         self.stdout.write(self.style.SUCCESS(f"reindexed {done} resources in {elapsed:.1f}s"))
