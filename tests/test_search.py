@@ -35,16 +35,17 @@ def observation(code: str, value: float | None = None, **extra) -> dict:
 
 
 def test_string_starts_with_exact_contains_accents(fhir, marker):
+    # Practitioner: Patient names are encrypted and searched through blind indexes (test_phi_encryption).
     sanchez = make_marked(
-        fhir, marker, {"resourceType": "Patient", "name": [{"family": "Sánchez", "given": ["Ana"]}]}
+        fhir, marker, {"resourceType": "Practitioner", "name": [{"family": "Sánchez", "given": ["Ana"]}]}
     )
-    other = make_marked(fhir, marker, {"resourceType": "Patient", "name": [{"family": "Sanders"}]})
-    assert ids(fhir, marker, "Patient", family="sanch") == {sanchez["id"]}
-    assert ids(fhir, marker, "Patient", family="SAN") == {sanchez["id"], other["id"]}
-    assert ids(fhir, marker, "Patient", **{"family:exact": "Sánchez"}) == {sanchez["id"]}
-    assert ids(fhir, marker, "Patient", **{"family:exact": "sánchez"}) == set()
-    assert ids(fhir, marker, "Patient", **{"name:contains": "nche"}) == {sanchez["id"]}
-    assert ids(fhir, marker, "Patient", name="ana") == {sanchez["id"]}
+    other = make_marked(fhir, marker, {"resourceType": "Practitioner", "name": [{"family": "Sanders"}]})
+    assert ids(fhir, marker, "Practitioner", family="sanch") == {sanchez["id"]}
+    assert ids(fhir, marker, "Practitioner", family="SAN") == {sanchez["id"], other["id"]}
+    assert ids(fhir, marker, "Practitioner", **{"family:exact": "Sánchez"}) == {sanchez["id"]}
+    assert ids(fhir, marker, "Practitioner", **{"family:exact": "sánchez"}) == set()
+    assert ids(fhir, marker, "Practitioner", **{"name:contains": "nche"}) == {sanchez["id"]}
+    assert ids(fhir, marker, "Practitioner", name="ana") == {sanchez["id"]}
 
 
 def test_token_forms_and_modifiers(fhir, marker):
@@ -71,24 +72,24 @@ def test_identifier_of_type(fhir, marker):
 
 
 def test_date_prefixes_and_precision(fhir, marker):
-    early = make_marked(fhir, marker, {"resourceType": "Patient", "birthDate": "1970-03-15"})
-    late = make_marked(fhir, marker, {"resourceType": "Patient", "birthDate": "1990-07-01"})
+    early = make_marked(fhir, marker, observation("1-1", effectiveDateTime="1970-03-15"))
+    late = make_marked(fhir, marker, observation("1-1", effectiveDateTime="1990-07-01"))
     both = {early["id"], late["id"]}
-    assert ids(fhir, marker, "Patient", birthdate="1970") == {early["id"]}
-    assert ids(fhir, marker, "Patient", birthdate="1970-03") == {early["id"]}
-    assert ids(fhir, marker, "Patient", birthdate="eq1970-03-15") == {early["id"]}
-    assert ids(fhir, marker, "Patient", birthdate="ne1970-03-15") == {late["id"]}
-    assert ids(fhir, marker, "Patient", birthdate="gt1980") == {late["id"]}
-    assert ids(fhir, marker, "Patient", birthdate="lt1980") == {early["id"]}
-    assert ids(fhir, marker, "Patient", birthdate="ge1990-07-01") == {late["id"]}
-    assert ids(fhir, marker, "Patient", birthdate="le1970-03-15") == {early["id"]}
-    assert ids(fhir, marker, "Patient", birthdate="sa1980") == {late["id"]}
-    assert ids(fhir, marker, "Patient", birthdate="eb1980") == {early["id"]}
-    assert ids(fhir, marker, "Patient", birthdate="ap1970-03-16") == {early["id"]}
+    assert ids(fhir, marker, "Observation", date="1970") == {early["id"]}
+    assert ids(fhir, marker, "Observation", date="1970-03") == {early["id"]}
+    assert ids(fhir, marker, "Observation", date="eq1970-03-15") == {early["id"]}
+    assert ids(fhir, marker, "Observation", date="ne1970-03-15") == {late["id"]}
+    assert ids(fhir, marker, "Observation", date="gt1980") == {late["id"]}
+    assert ids(fhir, marker, "Observation", date="lt1980") == {early["id"]}
+    assert ids(fhir, marker, "Observation", date="ge1990-07-01") == {late["id"]}
+    assert ids(fhir, marker, "Observation", date="le1970-03-15") == {early["id"]}
+    assert ids(fhir, marker, "Observation", date="sa1980") == {late["id"]}
+    assert ids(fhir, marker, "Observation", date="eb1980") == {early["id"]}
+    assert ids(fhir, marker, "Observation", date="ap1970-03-16") == {early["id"]}
     # repeated parameter = AND: a range
     response = fhir.get(
-        "/Patient",
-        params=[("identifier", f"{MARK}|{marker}"), ("birthdate", "ge1960"), ("birthdate", "lt2000")],
+        "/Observation",
+        params=[("identifier", f"{MARK}|{marker}"), ("date", "ge1960"), ("date", "lt2000")],
     )
     assert {e["resource"]["id"] for e in response.json()["entry"]} == both
 
@@ -172,21 +173,20 @@ def test_common_parameters(fhir, marker):
 
 def test_sort_and_keyset_paging(fhir, marker):
     made = [
-        make_marked(fhir, marker, {"resourceType": "Patient", "birthDate": f"19{n}0-01-01"})
-        for n in range(5, 10)
+        make_marked(fhir, marker, observation("1-1", effectiveDateTime=f"19{n}0-01-01")) for n in range(5, 10)
     ]
     page = fhir.get(
-        "/Patient", params={"identifier": f"{MARK}|{marker}", "_sort": "-birthdate", "_count": 2}
+        "/Observation", params={"identifier": f"{MARK}|{marker}", "_sort": "-date", "_count": 2}
     ).json()
-    seen = [e["resource"]["birthDate"] for e in page["entry"]]
+    seen = [e["resource"]["effectiveDateTime"] for e in page["entry"]]
     while next_links := [link["url"] for link in page["link"] if link["relation"] == "next"]:
         # a resource written meanwhile must not shift the pages
-        make_marked(fhir, marker, {"resourceType": "Patient", "birthDate": "2000-01-01"}) if len(
+        make_marked(fhir, marker, observation("1-1", effectiveDateTime="2000-01-01")) if len(
             seen
         ) == 2 else None
         page = fhir.get(next_links[0]).json()
-        seen += [e["resource"]["birthDate"] for e in page.get("entry", [])]
-    assert seen[:5] == sorted((m["birthDate"] for m in made), reverse=True)
+        seen += [e["resource"]["effectiveDateTime"] for e in page.get("entry", [])]
+    assert seen[:5] == sorted((m["effectiveDateTime"] for m in made), reverse=True)
     assert "2000-01-01" not in seen[:5]
 
 
@@ -283,16 +283,16 @@ def test_count_zero_returns_no_entries_and_no_next_page(fhir, marker):
 
 def test_previous_links_walk_back_the_same_pages(fhir, marker):
     for n in range(5):
-        make_marked(fhir, marker, {"resourceType": "Patient", "birthDate": f"198{n}-01-01"})
-    params = {"identifier": f"{MARK}|{marker}", "_sort": "birthdate", "_count": 2}
+        make_marked(fhir, marker, observation("1-1", effectiveDateTime=f"198{n}-01-01"))
+    params = {"identifier": f"{MARK}|{marker}", "_sort": "date", "_count": 2}
 
     def dates(bundle: dict) -> list[str]:
-        return [e["resource"]["birthDate"] for e in bundle.get("entry", [])]
+        return [e["resource"]["effectiveDateTime"] for e in bundle.get("entry", [])]
 
     def link(bundle: dict, relation: str) -> str | None:
         return next((x["url"] for x in bundle["link"] if x["relation"] == relation), None)
 
-    pages = [fhir.get("/Patient", params=params).json()]
+    pages = [fhir.get("/Observation", params=params).json()]
     assert link(pages[0], "previous") is None
     while link(pages[-1], "next"):
         pages.append(fhir.get(link(pages[-1], "next")).json())

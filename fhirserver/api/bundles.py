@@ -19,6 +19,7 @@ from fhirserver.api.negotiation import (
     wants_shaping,
 )
 from fhirserver.operation_outcome import outcome_from_issues
+from fhirserver.storage import phi
 from fhirserver.storage.repository import format_instant, now
 
 
@@ -27,6 +28,15 @@ class Entry:
     full_url: str | None = None
     resource: str | dict | None = None  # stored JSON text, or a dict built here
     fields: dict = field(default_factory=dict)  # search, request, response
+
+
+def search_entry(base: str, resource_type: str, resource_id: str, content: str, mode: str = "match") -> Entry:
+    """A searchset entry of a stored resource (search.mode `match` or `include`), decrypted."""
+    return Entry(
+        f"{base}/{resource_type}/{resource_id}",
+        phi.reveal(resource_type, resource_id, content),
+        {"search": {"mode": mode}},
+    )
 
 
 def ignored_parameters_entry(names: list[str]) -> Entry:

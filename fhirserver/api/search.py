@@ -16,7 +16,7 @@ from django.http import HttpRequest, HttpResponse
 from fhirserver import errors
 from fhirserver.api import paging
 from fhirserver.api.authorization import access
-from fhirserver.api.bundles import Entry, bundle_response, ignored_parameters_entry
+from fhirserver.api.bundles import bundle_response, ignored_parameters_entry, search_entry
 from fhirserver.api.endpoint import base_url
 from fhirserver.search import compartment, sorting, sql
 from fhirserver.search import query as search_query
@@ -56,16 +56,12 @@ def search(
         )
     rows, links = _paged(request, pairs, (resource_type, conditions, params), keys, cursor, limit)
     base = base_url(request)
-    entries = [
-        Entry(f"{base}/{resource_type}/{row[0]}", row[1], {"search": {"mode": "match"}}) for row in rows
-    ]
+    entries = [search_entry(base, resource_type, row[0], row[1]) for row in rows]
     if includes:
         found = included(
             includes, [(resource_type, row[0]) for row in rows], lambda rows: guard.visible(rows, "read")
         )
-        entries += [
-            Entry(f"{base}/{t}/{i}", content, {"search": {"mode": "include"}}) for t, i, content in found
-        ]
+        entries += [search_entry(base, t, i, content, "include") for t, i, content in found]
     if parsed.ignored:
         entries.append(ignored_parameters_entry(sorted(set(parsed.ignored))))
     return bundle_response(request, "searchset", entries, total=total, links=links)
@@ -192,7 +188,7 @@ def system_search(request: HttpRequest, pairs: list[tuple[str, str]]) -> HttpRes
     if more:
         links.append(("next", paging.link(request, (rows[-1][0], rows[-1][1]), pairs)))
     base = base_url(request)
-    entries = [Entry(f"{base}/{t}/{i}", content, {"search": {"mode": "match"}}) for t, i, content in rows]
+    entries = [search_entry(base, t, i, content) for t, i, content in rows]
     if ignored:
         entries.append(ignored_parameters_entry(sorted(ignored)))
     return bundle_response(request, "searchset", entries, links=links)

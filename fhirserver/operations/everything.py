@@ -48,7 +48,7 @@ from django.http import HttpRequest, HttpResponse, QueryDict
 from fhirserver import errors
 from fhirserver.api import paging
 from fhirserver.api.authorization import access, named
-from fhirserver.api.bundles import Entry, bundle_response, ignored_parameters_entry
+from fhirserver.api.bundles import bundle_response, ignored_parameters_entry, search_entry
 from fhirserver.api.endpoint import base_url
 from fhirserver.api.negotiation import parse_body
 from fhirserver.operations import parameters
@@ -320,7 +320,7 @@ def _bundle(request: HttpRequest, rows: list[tuple], limit: int, ignored: list[s
     if more:
         links.append(("next", paging.link(request, (page[-1][0], page[-1][1]))))
     base = base_url(request)
-    entries = [Entry(f"{base}/{t}/{i}", content, {"search": {"mode": "match"}}) for t, i, content in page]
+    entries = [search_entry(base, t, i, content) for t, i, content in page]
     if ignored:
         entries.append(ignored_parameters_entry(ignored))
     return bundle_response(request, "searchset", entries, links=links)

@@ -47,6 +47,8 @@ class IndexRows:
     )
     references: list[tuple[str, str | None, str | None, str | None]] = field(default_factory=list)
     uris: list[tuple[str, str]] = field(default_factory=list)
+    # Digests standing in for the values of parameters over encrypted elements (search/blind.py)
+    blinds: list[tuple[str, bytes]] = field(default_factory=list)
 
     def deduplicate(self) -> None:
         for name in _ROW_LISTS:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from fhirserver import errors
+from fhirserver.search import blind
 from fhirserver.search.query import parameters_for
 
 # parameter type -> (index table, column sorted by, SQL type of the key)
@@ -55,6 +56,8 @@ def _key(resource_type: str, name: str) -> SortKey:
     parameter = parameters_for(resource_type).get(code)
     if parameter is None or parameter.type not in _KEYS:
         raise errors.bad_request(f"Cannot sort {resource_type} by '{code}'")
+    if blind.is_blind(resource_type, code):
+        raise errors.bad_request(f"Cannot sort {resource_type} by '{code}': it reads encrypted data")
     table, column, sql_type = _KEYS[parameter.type]
     if parameter.type == "date" and descending:
         column = "end"

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+from fhirserver.search import blind
 from fhirserver.search.extraction import normalize
 from fhirserver.search.query import (
     Chain,
@@ -117,8 +118,8 @@ def _matching_ids(
 
 
 def _clause(resource_type: str, clause: Clause, alias: str) -> tuple[str, list]:
-    table = TABLES[clause.parameter.type]
     code = clause.parameter.code
+    table = "fhir_index_blind" if blind.is_blind(resource_type, code) else TABLES[clause.parameter.type]
     if clause.modifier == "missing":
         negate = "NOT " if clause.values[0] else ""
         return (
@@ -128,6 +129,8 @@ def _clause(resource_type: str, clause: Clause, alias: str) -> tuple[str, list]:
         )
     if code == "_id":
         return f"{alias}.resource_id = ANY(%s)", [[v.code for v in clause.values]]
+    if table == "fhir_index_blind":
+        return _blind_clause(resource_type, clause, alias)
     if clause.modifier == "of-type":
         table = "fhir_index_identifier_type"
     alternatives, params = [], []
@@ -140,6 +143,20 @@ def _clause(resource_type: str, clause: Clause, alias: str) -> tuple[str, list]:
         f"{alias}.resource_id {negate}IN (SELECT i.resource_id FROM {table} i"
         f" WHERE i.resource_type = %s AND i.param = %s AND ({' OR '.join(alternatives)}))",
         [resource_type, code, *params],
+    )
+
+
+def _blind_clause(resource_type: str, clause: Clause, alias: str) -> tuple[str, list]:
+    """A parameter over encrypted elements: the values' digests (search/blind.py)."""
+    negate = "NOT " if clause.modifier == "not" else ""
+    return (
+        f"{alias}.resource_id {negate}IN (SELECT i.resource_id FROM fhir_index_blind i"
+        " WHERE i.resource_type = %s AND i.param = %s AND i.digest = ANY(%s))",
+        [
+            resource_type,
+            clause.parameter.code,
+            [blind.value_digest(clause, value) for value in clause.values],
+        ],
     )
 
 

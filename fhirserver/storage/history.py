@@ -8,6 +8,8 @@ from datetime import datetime
 
 from django.db import connection
 
+from fhirserver.storage import phi
+
 
 @dataclass(frozen=True)
 class Version:
@@ -68,4 +70,5 @@ def versions(
     )
     with connection.cursor() as cursor:
         cursor.execute(sql, [*params, limit])
-        return [Version(*row) for row in cursor.fetchall()]
+        rows = cursor.fetchall()
+    return [Version(*row[:6], row[6] and phi.reveal(row[0], row[1], row[6])) for row in rows]

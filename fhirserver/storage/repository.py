@@ -5,7 +5,9 @@ assignment, meta, history and search indexing happen in one place. It works on t
 connection points at (tenants.middleware / connection.set_tenant); row-level security enforces
 that it cannot touch another.
 
-Stored JSON is the exact text served: reads return it without parsing (StoredResource.content).
+Stored JSON is the exact text served: reads return it without parsing (StoredResource.content),
+except that encrypted PHI elements (storage/phi.py) are sealed on the way in and revealed on
+the way out, and their search values become blind-index digests (search/blind.py).
 """
 
 from __future__ import annotations
@@ -16,12 +18,14 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 
 import orjson
+from django.conf import settings
 from django.db import connection, transaction
 
 from fhirserver import errors
 from fhirserver.registry import r4
-from fhirserver.search import criteria
-from fhirserver.search.extraction import extract
+from fhirserver.search import blind, criteria
+from fhirserver.search.extraction import IndexRows, extract
+from fhirserver.storage import phi
 from fhirserver.storage.rows import RowWriter
 from fhirserver.storage.stored import StoredResource
 from fhirserver.validation import validate_resource
@@ -74,6 +78,11 @@ def format_instant(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
+def index_rows(resource: dict) -> IndexRows:
+    """The search-index rows of a resource, with blind digests for its encrypted elements."""
+    return blind.protect(resource["resourceType"], extract(resource))
+
+
 def stamp(resource: dict, resource_id: str, version_id: int, last_updated: datetime) -> dict:
     """The resource as stored: resourceType, id and meta first; versionId/lastUpdated ours."""
     meta = dict(resource.get("meta") or {})
@@ -124,7 +133,12 @@ class Repository:
                 [resource_type, resource_id],
             )
             row = cursor.fetchone()
-        return StoredResource(resource_type, resource_id, *row) if row else None
+        if row is None:
+            return None
+        version_id, last_updated, deleted, content = row
+        if content is not None:
+            content = phi.reveal(resource_type, resource_id, content)
+        return StoredResource(resource_type, resource_id, version_id, last_updated, deleted, content)
 
     def read(self, resource_type: str, resource_id: str) -> StoredResource:
         require_resource_type(resource_type)
@@ -149,10 +163,11 @@ class Repository:
             row = cursor.fetchone()
         if row is None:
             raise errors.not_found(f"{resource_type}/{resource_id} has no version {version_id}")
-        stored = StoredResource(resource_type, resource_id, int(version_id), *row)
-        if stored.deleted:
+        last_updated, deleted, content = row
+        if deleted:
             raise errors.gone(f"version {version_id} is a deletion")
-        return stored
+        content = phi.reveal(resource_type, resource_id, content)
+        return StoredResource(resource_type, resource_id, int(version_id), last_updated, deleted, content)
 
     def read_json(self, resource_type: str, resource_id: str) -> dict:
         return orjson.loads(self.read(resource_type, resource_id).content)
@@ -199,10 +214,66 @@ class Repository:
             if not rows:
                 return done
             for row_type, row_id, content in rows:
-                self._rows.replace_index((row_type, row_id), extract(orjson.loads(content)))
+                resource = orjson.loads(phi.reveal(row_type, row_id, content))
+                self._rows.replace_index((row_type, row_id), index_rows(resource))
             self._rows.flush()
             done, after = done + len(rows), (rows[-1][0], rows[-1][1])
             progress(done)
+
+    def reseal(
+        self, progress: Callable[[int], None], max_batches: int | None = None, batch_size: int = BATCH_SIZE
+    ) -> int:
+        """Bring every stored version of the encrypted types (settings.PHI_ENCRYPTED_ELEMENTS)
+        under the current master key: tokens under a retired key are re-encrypted, elements
+        stored in plaintext (written with encryption off, or before the policy named them) are
+        encrypted, and the search index of current rows is rebuilt so their values move to the
+        blind index. Batches of `batch_size` rows, each its own transaction with its rows locked,
+        so the server keeps serving; a rerun skips what is done. Returns the rows rewritten."""
+        self.flush()
+        types = sorted(settings.PHI_ENCRYPTED_ELEMENTS)
+        done = batches = 0
+        for table, keys in (("fhir_resource_version", 3), ("fhir_resource", 2)):
+            after: tuple = ("", "", 0)[:keys]
+            while max_batches is None or batches < max_batches:
+                rows = self._reseal_batch(table, keys, types, after, batch_size)
+                if not rows:
+                    break
+                done, batches, after = done + rows[0], batches + 1, rows[1]
+                progress(done)
+        return done
+
+    def _reseal_batch(
+        self, table: str, keys: int, types: list[str], after: tuple, batch_size: int
+    ) -> tuple[int, tuple] | None:
+        """Reseal one batch of `table` after the key `after`: (rows rewritten, last key), or
+        None past the end."""
+        key_sql = ", ".join(("resource_type", "resource_id", "version_id")[:keys])
+        placeholders = ", ".join(["%s"] * keys)
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(
+                f"SELECT {key_sql}, content FROM {table}"
+                f" WHERE resource_type = ANY(%s) AND content IS NOT NULL AND ({key_sql}) > ({placeholders})"
+                f" ORDER BY {key_sql} LIMIT %s FOR UPDATE",
+                [types, *after, batch_size],
+            )
+            rows = cursor.fetchall()
+            if not rows:
+                return None
+            rewritten = 0
+            for *key, content in rows:
+                if not phi.needs_resealing(key[0], content):
+                    continue
+                revealed = phi.reveal(key[0], key[1], content)
+                resource = orjson.loads(revealed)
+                cursor.execute(
+                    f"UPDATE {table} SET content = %s WHERE ({key_sql}) = ({placeholders})",
+                    [phi.seal(resource, revealed), *key],
+                )
+                if table == "fhir_resource":
+                    self._rows.replace_index((key[0], key[1]), index_rows(resource))
+                rewritten += 1
+            self._rows.flush()
+        return rewritten, tuple(rows[-1][:keys])
 
     def change_meta(self, resource_type: str, resource_id: str, change: Callable[[dict], dict]) -> dict:
         """Apply `change` (meta -> meta) to the current version in place, without a new version
@@ -215,7 +286,7 @@ class Repository:
             resource = orjson.loads(current.content)
             resource["meta"] = change(resource.get("meta", {}))
             check_valid(resource, resource_type)
-            content = orjson.dumps(resource).decode()
+            content = phi.seal(resource, orjson.dumps(resource).decode())
             with connection.cursor() as cursor:
                 cursor.execute(
                     "UPDATE fhir_resource SET content = %s WHERE resource_type = %s AND resource_id = %s",
@@ -295,11 +366,13 @@ class Repository:
     ) -> StoredResource:
         last_updated = now()
         body = stamp(resource, resource_id, version_id, last_updated)
-        resource_type = resource["resourceType"]
+        content = orjson.dumps(body).decode()
         stored = StoredResource(
-            resource_type, resource_id, version_id, last_updated, False, orjson.dumps(body).decode()
+            resource["resourceType"], resource_id, version_id, last_updated, False, content
         )
-        self._rows.add(stored, method, extract(body), replaces=previous is not None)
+        self._rows.add(
+            stored, method, index_rows(body), replaces=previous is not None, sealed=phi.seal(body, content)
+        )
         self._send()
         return stored
 

@@ -1,6 +1,6 @@
 """The SQL of writing: version rows, current rows and search-index rows, sent in batches.
 
-A write touches the version table, the current table and up to eight index tables; sending each
+A write touches the version table, the current table and up to nine index tables; sending each
 as one executemany (psycopg pipelines it) is what lets a 25,000-entry transaction load in
 seconds. (COPY would be faster still, but PostgreSQL refuses COPY FROM into tables under
 row-level security.)
@@ -34,6 +34,7 @@ INDEX_TABLES = {
     "quantities": ("fhir_index_quantity", ("value", "low", "high", "system", "code", "unit")),
     "references": ("fhir_index_reference", ("target_type", "target_id", "url")),
     "uris": ("fhir_index_uri", ("uri",)),
+    "blinds": ("fhir_index_blind", ("digest",)),
 }
 
 
@@ -57,11 +58,21 @@ class RowWriter:
         self.replaced: list[tuple[str, str]] = []
         self.index: dict[str, list[tuple]] = {kind: [] for kind in INDEX_TABLES}
 
-    def add(self, stored: StoredResource, method: str, rows: IndexRows | None, replaces: bool) -> None:
+    def add(
+        self,
+        stored: StoredResource,
+        method: str,
+        rows: IndexRows | None,
+        replaces: bool,
+        sealed: str | None = None,
+    ) -> None:
+        """Queue a version; `sealed` is the text to store when it differs from what is served
+        (encrypted elements, storage/phi.py)."""
         key = (stored.resource_type, stored.resource_id)
         row = (stored.version_id, stored.last_updated, stored.deleted)
-        self.versions.append((*key, *row, method, stored.content))
-        self.currents.append((*key, *row, stored.content))
+        content = sealed if sealed is not None else stored.content
+        self.versions.append((*key, *row, method, content))
+        self.currents.append((*key, *row, content))
         if replaces:
             self.replaced.append(key)
         if rows is not None:
