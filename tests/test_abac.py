@@ -12,12 +12,13 @@ import uuid
 
 import httpx
 import pytest
+from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.core.management import call_command
 
 from access.models import AccessRule
 from tenants.management.commands._tenant_command import in_tenant
-from tests.smart_support import PASSWORD
+from tests.smart_support import CSRF, PASSWORD
 
 MARK = "urn:test:abac"
 CONFIDENTIALITY = "http://terminology.hl7.org/CodeSystem/v3-Confidentiality"
@@ -222,3 +223,34 @@ def test_rules_are_checked_when_saved():
     with pytest.raises(ValidationError, match="not a supported search"):
         AccessRule(role="x", patient_criteria="nonsense=1").clean()
     AccessRule(role="x", patient_criteria="_has:CareTeam:patient:participant={fhirUser}").clean()
+
+
+def test_rules_and_labels_are_edited_in_the_tenant_admin(smart_server):
+    name = f"policy{uuid.uuid4().hex[:8]}"
+    with in_tenant("alpha"):
+        User.objects.create_superuser(name, password=PASSWORD)
+    admin = f"{smart_server.url}/t/alpha/admin"  # DEBUG: the CSRF cookie over plain HTTP
+    with httpx.Client(follow_redirects=True, timeout=30) as browser:
+        login = browser.get(f"{admin}/login/")
+        token = CSRF.search(login.text).group(1)
+        form = {
+            "csrfmiddlewaretoken": token,
+            "username": name,
+            "password": PASSWORD,
+            "next": "/t/alpha/admin/",
+        }
+        assert browser.post(f"{admin}/login/", data=form).status_code == 200
+        labels = browser.get(f"{admin}/access/securitylabelrule/")
+        assert labels.status_code == 200 and "very-restricted" in labels.text
+        add = browser.get(f"{admin}/access/accessrule/add/")
+        token = CSRF.search(add.text).group(1)
+        refused = browser.post(
+            f"{admin}/access/accessrule/add/",
+            data={
+                "csrfmiddlewaretoken": token,
+                "role": "x",
+                "patient_criteria": "organization={team}",
+                "active": "on",
+            },
+        )
+        assert refused.status_code == 200 and "unknown attributes: team" in refused.text
