@@ -129,6 +129,7 @@ TENANT_APPS = [
     "fhirserver",
     "oauth2_provider",  # before smart_auth, whose admin moves the toolkit's to the tenant site
     "smart_auth",
+    "access",
     "audit",
 ]
 INSTALLED_APPS = SHARED_APPS + [app for app in TENANT_APPS if app not in SHARED_APPS]

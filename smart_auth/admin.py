@@ -53,8 +53,8 @@ class RefreshTokenAdmin(admin.ModelAdmin):
 
 @admin.register(UserProfile, site=tenant_admin_site)
 class UserProfileAdmin(admin.ModelAdmin):
-    list_display = ("user", "fhir_user", "role")
-    search_fields = ("user__username", "fhir_user")
+    list_display = ("user", "fhir_user", "role", "organization")
+    search_fields = ("user__username", "fhir_user", "organization")
 
 
 @admin.register(EhrLaunch, site=tenant_admin_site)

@@ -54,8 +54,11 @@ class BreakGlassMiddleware:
 
 
 def widened(context: AuthContext) -> AuthContext:
-    """The context with every resource scope lifted to user level, unrestricted."""
-    return dataclasses.replace(context, scopes=frozenset(_lifted(scope) for scope in context.scopes))
+    """The context with every resource scope lifted to user level, unrestricted, marked as
+    broken glass (access.policy lifts ABAC rules and security labels for it)."""
+    return dataclasses.replace(
+        context, scopes=frozenset(_lifted(scope) for scope in context.scopes), break_glass=True
+    )
 
 
 def _lifted(text: str) -> str:

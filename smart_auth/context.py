@@ -12,6 +12,7 @@ class AuthContext:
     `scopes` are SMART scope strings as granted (v1 `patient/*.read` or v2 `patient/Observation.rs?..`);
     `patient`/`encounter` are ids from the launch context; `fhir_user` is a relative reference
     such as `Practitioner/9`. `user` is None for backend-services (system) clients.
+    `break_glass` is set by smart_auth.break_glass for a request that broke the glass.
     """
 
     user: str | None
@@ -22,6 +23,7 @@ class AuthContext:
     fhir_user: str | None = None
     client_id: str | None = None
     tenant: str | None = None
+    break_glass: bool = False
 
 
 def development_context(tenant: str) -> AuthContext:

@@ -62,6 +62,9 @@ class UserProfile(models.Model):
     user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="smart")
     fhir_user = models.CharField(max_length=200, blank=True, help_text="e.g. Patient/123 or Practitioner/9")
     role = models.CharField(max_length=40, blank=True)
+    organization = models.CharField(
+        max_length=200, blank=True, help_text="e.g. Organization/7: the {organization} of access rules"
+    )
 
     def __str__(self) -> str:
         return f"{self.user} ({self.fhir_user or 'no FHIR user'})"

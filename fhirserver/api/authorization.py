@@ -1,17 +1,21 @@
-"""SMART scope enforcement on every FHIR interaction: the one place that decides what a token
-may reach (smart_auth.scopes parses; this module applies).
+"""SMART scope enforcement on every FHIR interaction, then ABAC and consent: the one place that
+decides what a token may reach (smart_auth.scopes parses; access.policy turns the tenant's
+access rules, sensitive labels and Consent resources into conditions; this module applies both).
 
 For a resource type and an interaction (smart_auth.scopes.INTERACTION_PERMISSION), the granting
 scopes give a `Filter`, a SQL condition on the fhir_resource row, or None for "every resource of
 the type". A resource is reachable when any granting scope reaches it:
 
-- `user/` and `system/` scopes reach every resource of the type (no ABAC yet);
+- `user/` and `system/` scopes reach every resource of the type;
 - `patient/` scopes reach the launch patient's compartment (fhirserver.search.compartment) for
   types in the Patient compartment, and every resource of the other types (Practitioner,
   Organization, Medication...: what a patient app must read to follow its own references, as
   US Core and Inferno expect; SMART leaves it to the server, "Patient-specific scopes");
 - a v2 restriction (`?category=...`) further limits its scope to resources meeting that search,
   compiled by the search code itself.
+
+Then, for user tokens, the conditions of access.policy are ANDed in: ABAC rules of the user's
+roles, security labels they may not see, applicable Consent deny provisions (reading only).
 
 Outside the reach: 403 with an OperationOutcome `forbidden`, also for a type the token has no scope
 for at all. Searches add the filter to their SQL, so paging and totals stay exact. Instance
@@ -27,6 +31,7 @@ from dataclasses import dataclass
 from django.db import connection
 from django.http import HttpRequest
 
+from access.policy import Policy
 from fhirserver import errors
 from fhirserver.registry import r4
 from fhirserver.search import compartment, query, sql
@@ -58,6 +63,7 @@ class Access:
     def __init__(self, context: AuthContext | None):
         self.context = context
         self.scopes = granted(context.scopes) if context is not None else ScopeSet()
+        self.policy = Policy(context)
 
     # ----- type level ---------------------------------------------------------------------------
     def require(self, resource_type: str, interaction: str) -> Filter | None:
@@ -70,8 +76,24 @@ class Access:
             raise self._refusal(resource_type, interaction)
         return _any_of(alternatives)
 
-    def _alternatives(self, resource_type: str, interaction: str) -> list[tuple[list[str], list]] | None:
-        """The conditions of each granting scope (ORed); None when one reaches everything."""
+    def _alternatives(
+        self, resource_type: str, interaction: str, labels: bool = True
+    ) -> list[tuple[list[str], list]] | None:
+        """The conditions of each granting scope (ORed), each ANDed with the policy's (ABAC,
+        labels unless `labels` is false, consent); None when everything is reachable."""
+        alternatives = self._scope_alternatives(resource_type, interaction)
+        if alternatives == []:
+            return alternatives
+        conditions, params = self.policy.conditions(resource_type, interaction, labels=labels)
+        if not conditions:
+            return alternatives
+        if alternatives is None:
+            return [(conditions, params)]
+        return [([*own, *conditions], [*own_params, *params]) for own, own_params in alternatives]
+
+    def _scope_alternatives(
+        self, resource_type: str, interaction: str
+    ) -> list[tuple[list[str], list]] | None:
         alternatives = self._own_record(resource_type, interaction)
         for scope in self.scopes.granting(resource_type, interaction):
             conditions = self._conditions(scope, resource_type)
@@ -128,19 +150,23 @@ class Access:
         Types without any grant are left out; 403 only when no type at all is granted."""
         unrestricted, filtered, params = [], [], []
         for resource_type in sorted(r4().resource_types):
-            alternatives = self._alternatives(resource_type, interaction)
+            alternatives = self._alternatives(resource_type, interaction, labels=False)
             if alternatives is None:
                 unrestricted.append(resource_type)
             elif alternatives:
                 condition, condition_params = _any_of(alternatives).on(resource_type, id_sql)
                 filtered.append(f"({type_sql} = %s AND {condition})")
                 params += [resource_type, *condition_params]
-        if len(unrestricted) == len(r4().resource_types):
-            return None
         if not unrestricted and not filtered:
             raise errors.forbidden(f"The access token grants no {interaction} of any resource type")
+        labels = self.policy.label_condition(type_sql, id_sql)  # once, not per type
+        if len(unrestricted) == len(r4().resource_types):
+            return labels
         parts = [f"{type_sql} = ANY(%s)", *filtered]
-        return "(" + " OR ".join(parts) + ")", [unrestricted, *params]
+        condition = "(" + " OR ".join(parts) + ")", [unrestricted, *params]
+        if labels is None:
+            return condition
+        return f"({condition[0]} AND {labels[0]})", [*condition[1], *labels[1]]
 
     def reach(self, interaction: str) -> Callable[[str, str], tuple[str, list] | None]:
         """For sql.where: resources that chained criteria may look at (403 for a type the token
@@ -213,9 +239,15 @@ def _reachable(resource_type: str, ids: list[str], found: Filter) -> list[str]:
 
 
 def access(request: HttpRequest) -> Access:
-    """The access of the request's token. Without an auth context (the middleware sets one on
-    every FHIR path but /metadata), nothing is reachable."""
-    return Access(getattr(request, "auth_context", None))
+    """The access of the request's token (one per request and context, so the policy's data
+    is loaded once). Without an auth context (the middleware sets one on every FHIR path but
+    /metadata), nothing is reachable."""
+    context = getattr(request, "auth_context", None)
+    cached = getattr(request, "_fhir_access", None)
+    if cached is None or cached.context is not context:
+        cached = Access(context)
+        request._fhir_access = cached
+    return cached
 
 
 _PLACEHOLDER = re.compile(r"%%|%s")

@@ -27,3 +27,16 @@ def condition(resource_type: str, patient_id: str) -> tuple[str, list]:
         " AND c.param = ANY(%s) AND c.target_type = 'Patient' AND c.target_id = %s)",
         [resource_type, list(r4().patient_compartment[resource_type]), patient_id],
     )
+
+
+def of_patients(resource_type: str, patient_ids: str, params: list) -> tuple[str, list]:
+    """A condition on `r` (a fhir_resource row of `resource_type`, a type in_types): r is in
+    the compartment of a patient whose id meets `patient_ids`, an SQL test such as
+    `IN (SELECT ...)` or `= ANY(%s)` with its `params`."""
+    if resource_type == "Patient":
+        return f"r.resource_id {patient_ids}", list(params)
+    return (
+        "r.resource_id IN (SELECT c.resource_id FROM fhir_index_reference c WHERE c.resource_type = %s"
+        f" AND c.param = ANY(%s) AND c.target_type = 'Patient' AND c.target_id {patient_ids})",
+        [resource_type, list(r4().patient_compartment[resource_type]), *params],
+    )

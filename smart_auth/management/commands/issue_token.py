@@ -28,7 +28,7 @@ class Command(BaseCommand):
         parser.add_argument("--scopes", required=True, help='e.g. "patient/*.rs" or "system/*.*"')
         parser.add_argument("--patient", default="")
         parser.add_argument("--encounter", default="")
-        parser.add_argument("--fhir-user", default="")
+        parser.add_argument("--fhir-user", default="", help="default: the --username's fhirUser")
         parser.add_argument("--username", help="the token's user (default: none, like a backend client)")
         parser.add_argument("--client-id", default=OPERATOR_CLIENT)
         parser.add_argument("--fhir-base", help="the token's aud and iss (default: local development URL)")
@@ -39,10 +39,13 @@ class Command(BaseCommand):
         except InvalidScope as exc:
             raise CommandError(str(exc)) from None
         fhir_base = options["fhir_base"] or f"http://127.0.0.1:8000/t/{tenant}/fhir"
-        context = LaunchContext(options["patient"], options["encounter"], options["fhir_user"])
         with in_tenant(tenant):
             client = _client(options["client_id"])
             user = _user(options["username"])
+            # As in the authorization flow, a user's token names the user's fhirUser.
+            profile = getattr(user, "smart", None) if user else None
+            fhir_user = options["fhir_user"] or (profile.fhir_user if profile else "")
+            context = LaunchContext(options["patient"], options["encounter"], fhir_user)
             claims = access_token_claims(
                 fhir_base=fhir_base,
                 tenant=tenant,
