@@ -16,12 +16,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
-from django.db import connection, transaction
+from django.db import connection
 
 GENESIS = "0" * 64
 
 _APPEND = """
-WITH head AS (
+WITH {settings}head AS (
     UPDATE audit_chain
        SET seq = seq + 1, prev_hash = hash,
            hash = encode(sha256(convert_to(hash || %(event)s, 'UTF8')), 'hex')
@@ -32,9 +32,17 @@ INSERT INTO audit_record
        (seq, event_id, recorded, patients, action, subtype, outcome, client_id, agent, event, prev_hash, hash)
 SELECT head.seq, %(event_id)s, %(recorded)s, %(patients)s, %(action)s, %(subtype)s, %(outcome)s,
        %(client_id)s, %(agent)s, %(event)s, head.prev_hash, head.hash
-  FROM head
+  FROM head{settings_join}
 RETURNING seq
 """
+# A read's record is this one statement, its own transaction in autocommit mode: one round trip.
+# set_config(..., true) lasts until that transaction's commit, which then does not wait for the
+# WAL flush; the CROSS JOIN makes PostgreSQL evaluate it.
+_APPEND_ALONE = _APPEND.format(
+    settings="unsynced AS (SELECT set_config('synchronous_commit', 'off', true)),\n",
+    settings_join=" CROSS JOIN unsynced",
+)
+_APPEND_IN_TRANSACTION = _APPEND.format(settings="", settings_join="")
 
 
 @dataclass(frozen=True)
@@ -63,17 +71,14 @@ def append(record: Record) -> int:
     doubled the latency of a read, and the chain head would hold every other request of the
     tenant through that flush."""
     if connection.in_atomic_block:
-        return _append(record)
-    with transaction.atomic():
-        with connection.cursor() as cursor:
-            cursor.execute("SET LOCAL synchronous_commit TO OFF")
-        return _append(record)
+        return _append(record, _APPEND_IN_TRANSACTION)
+    return _append(record, _APPEND_ALONE)
 
 
-def _append(record: Record) -> int:
+def _append(record: Record, statement: str) -> int:
     params = {**record.__dict__}
     with connection.cursor() as cursor:
-        cursor.execute(_APPEND, params)
+        cursor.execute(statement, params)
         row = cursor.fetchone()
         if row is None:  # first record of this tenant: no head yet
             cursor.execute(
@@ -81,7 +86,7 @@ def _append(record: Record) -> int:
                 " ON CONFLICT (id) DO NOTHING",
                 [GENESIS],
             )
-            cursor.execute(_APPEND, params)
+            cursor.execute(statement, params)
             row = cursor.fetchone()
     return row[0]
 
