@@ -26,7 +26,9 @@ class Command(BaseCommand):
         parser.add_argument("--tenant", required=True)
         parser.add_argument("--type", dest="types", help="comma-separated resource types (default: all)")
         parser.add_argument("--since", help="only resources updated after this FHIR instant")
-        parser.add_argument("--output", required=True, help="folder for the files (created)")
+        parser.add_argument(
+            "--output", help="folder for the files, created (default: ./export-<tenant>-<UTC time>)"
+        )
 
     def handle(
         self, *args, tenant: str, types: str | None, since: str | None, output: str, **options
@@ -39,10 +41,11 @@ class Command(BaseCommand):
             since_moment = parse_range(since, "--since")[0] if since else None
         except errors.FhirError as exc:
             raise CommandError(str(exc)) from None
-        directory = Path(output)
-        directory.mkdir(parents=True, exist_ok=True)
         with in_tenant(tenant):
-            selection = Selection("system", names, now(), ["system/*.rs"], since=since_moment)
+            moment = now()
+            directory = Path(output or f"export-{tenant}-{moment:%Y%m%dT%H%M%SZ}")
+            directory.mkdir(parents=True, exist_ok=True)
+            selection = Selection("system", names, moment, ["system/*.rs"], since=since_moment)
             self._export(selection, directory)
 
     def _export(self, selection: Selection, directory: Path) -> None:
