@@ -19,6 +19,7 @@ whether it is written is decided on the current index.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from urllib.parse import parse_qsl
@@ -47,12 +48,12 @@ class Selection:
     patients: list[str] | None = None  # group members; None: every patient
 
 
-def read_batch(selection: Selection, resource_type: str, after: str, limit: int) -> list[tuple[str, str]]:
-    """Up to `limit` (id, stored JSON) of the type with id > `after`, in id order."""
+def read_batch(selection: Selection, resource_type: str, after: str, limit: int) -> Iterator[tuple[str, str]]:
+    """Up to `limit` (id, stored JSON) of the type with id > `after`, in id order, row by row
+    as they arrive (libpq single-row mode): the batch is never held whole in memory."""
     statement, params = batch_statement(selection, resource_type, after, limit)
     with connection.cursor() as db:
-        db.execute(statement, params)
-        return db.fetchall()
+        yield from db.cursor.stream(statement, params)
 
 
 def batch_statement(selection: Selection, resource_type: str, after: str, limit: int) -> tuple[str, list]:

@@ -143,7 +143,8 @@ def run(export: Export, directory: Path) -> None:
         logger.info("export %s completed", export.id)
     except Exception:
         logger.exception("export %s failed", export.id)
-        Export.objects.filter(id=export.id).update(
+        # A cancellation may have removed the folder under the writer: it stays cancelled.
+        Export.objects.filter(id=export.id, status=Export.Status.RUNNING).update(
             status=Export.Status.FAILED, finished=now(), error="The export failed on the server"
         )
 

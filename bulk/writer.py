@@ -41,22 +41,20 @@ def write_type(
     limit, batch_size = settings.EXPORT_FILE_MAX_RESOURCES, settings.EXPORT_BATCH_SIZE
     try:
         while True:
-            rows = read_batch(selection, resource_type, state.get("after", ""), batch_size)
-            position = 0
-            while position < len(rows):
+            written, last = 0, None
+            for resource_id, content in read_batch(
+                selection, resource_type, state.get("after", ""), batch_size
+            ):
                 if handle is None or files[-1]["count"] >= limit:
                     handle = _next_file(handle, resource_type, directory, files)
-                current = files[-1]
-                chunk = rows[position : position + limit - current["count"]]
-                lines = [reveal(resource_type, resource_id, content) for resource_id, content in chunk]
-                handle.write(("\n".join(lines) + "\n").encode())
-                current["count"] += len(chunk)
-                position += len(chunk)
-            if rows:
+                handle.write(f"{reveal(resource_type, resource_id, content)}\n".encode())
+                files[-1]["count"] += 1
+                written, last = written + 1, resource_id
+            if written:
                 handle.flush()
                 files[-1]["bytes"] = handle.tell()
-                state["after"] = rows[-1][0]
-            if len(rows) < batch_size:
+                state["after"] = last
+            if written < batch_size:
                 break
             if not checkpoint(resource_type, state):
                 return False

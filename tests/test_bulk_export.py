@@ -356,3 +356,17 @@ def wait_for_waiters(owner_db, count: int) -> None:
             return
         time.sleep(0.05)
     raise AssertionError(f"never {count} sessions waiting on the export row")
+
+
+def test_capability_statement_names_the_bulk_operations(bulk):
+    statement = httpx.get(f"{bulk.base}/metadata").json()
+    assert statement["instantiates"] == ["http://hl7.org/fhir/uv/bulkdata/CapabilityStatement/bulk-data"]
+    rest = statement["rest"][0]
+    definitions = {o["definition"] for o in rest["operation"] if o["name"] == "export"}
+    assert definitions == {"http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export"}
+    by_type = {r["type"]: r for r in rest["resource"]}
+    for resource_type, name in (("Patient", "patient-export"), ("Group", "group-export")):
+        assert {
+            "name": "export",
+            "definition": f"http://hl7.org/fhir/uv/bulkdata/OperationDefinition/{name}",
+        } in (by_type[resource_type]["operation"])
