@@ -1,5 +1,5 @@
 """Bulk Data $export throughput: the whole Synthea set (62,721 resources) loaded into a fresh
-tenant, exported at system level through the HTTP kick-off and `manage.py export_worker --once`
+tenant, exported at system and Patient level through the HTTP kick-off and `manage.py export_worker --once`
 (a process of its own, so its peak RSS is the export's), three times; then once more with
 `manage.py export`. Memory should not grow with the data: compare the worker's peak RSS with
 an idle worker's (Django and the registry loaded, no job)."""
@@ -32,20 +32,20 @@ def run(context: BenchContext) -> None:
     base = f"{context.server_url}/t/{TENANT}/fhir"
     idle_seconds, idle_rss = _worker()
     print(f"{'idle worker (start, no job, exit)':<58} {idle_seconds:8.2f} s   peak RSS {idle_rss:6.0f} MB")
-    rates, peaks = [], []
-    for _ in range(RUNS):
-        status_url = _kick_off(base)
-        seconds, rss = _worker()
-        manifest = httpx.get(status_url, timeout=60).json()
-        count = sum(output["count"] for output in manifest["output"])
-        rate = count / max(seconds - idle_seconds, 1e-9)
-        rates.append(rate)
-        peaks.append(rss)
-        print(f"{'$export, system level, worker':<58} {count} resources in {seconds:.2f} s: {rate:,.0f}/s"
-              f" (start-up excluded), peak RSS {rss:.0f} MB")  # fmt: skip
-        httpx.delete(status_url, timeout=60)
-    print(f"{'$export median':<58} {statistics.median(rates):,.0f} resources/s, peak RSS median"
-          f" {statistics.median(peaks):.0f} MB (idle {idle_rss:.0f} MB)")  # fmt: skip
+    for level, path in (("system level", "/$export"), ("Patient level", "/Patient/$export")):
+        rates, peaks = [], []
+        for _ in range(RUNS):
+            status_url = _kick_off(base + path)
+            seconds, rss = _worker()
+            manifest = httpx.get(status_url, timeout=60).json()
+            count = sum(output["count"] for output in manifest["output"])
+            rates.append(count / max(seconds - idle_seconds, 1e-9))
+            peaks.append(rss)
+            print(f"{'$export, ' + level + ', worker':<58} {count} resources in {seconds:.2f} s:"
+                  f" {rates[-1]:,.0f}/s (start-up excluded), peak RSS {rss:.0f} MB")  # fmt: skip
+            httpx.delete(status_url, timeout=60)
+        print(f"{'$export, ' + level + ', median':<58} {statistics.median(rates):,.0f} resources/s,"
+              f" peak RSS {statistics.median(peaks):.0f} MB (idle worker {idle_rss:.0f} MB)")  # fmt: skip
     with tempfile.TemporaryDirectory() as output:
         result = manage_command("export", "--tenant", TENANT, "--output", output)
         print(f"{'manage.py export':<58} {result.stdout.strip().splitlines()[-1]}")
@@ -63,9 +63,9 @@ def _load() -> None:
     print(f"{'load_bundles (whole Synthea set)':<58} {time.perf_counter() - started:8.1f} s")
 
 
-def _kick_off(base: str) -> str:
+def _kick_off(url: str) -> str:
     response = httpx.get(
-        f"{base}/$export", headers={"Prefer": "respond-async", "Accept": "application/fhir+json"}, timeout=60
+        url, headers={"Prefer": "respond-async", "Accept": "application/fhir+json"}, timeout=60
     )
     assert response.status_code == 202, response.text
     return response.headers["Content-Location"]

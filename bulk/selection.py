@@ -53,6 +53,9 @@ def read_batch(selection: Selection, resource_type: str, after: str, limit: int)
     as they arrive (libpq single-row mode): the batch is never held whole in memory."""
     statement, params = batch_statement(selection, resource_type, after, limit)
     with connection.cursor() as db:
+        # Row-by-row subplans give estimates above jit_above_cost; compiling took longer than
+        # the batch (as in $everything). The writer's connection is its own: a session setting.
+        db.execute("SET jit = off")
         yield from db.cursor.stream(statement, params)
 
 
@@ -63,22 +66,24 @@ def batch_statement(selection: Selection, resource_type: str, after: str, limit:
     since_version = " AND v.last_updated > %s" if selection.since else ""
     since = [selection.since] if selection.since else []
     moment = selection.transaction_time
+    # Each branch orders and limits itself, so the planner reads the current rows in primary-key
+    # order from the index and stops after one batch, instead of sorting the whole type per batch.
     statement = (
-        "SELECT r.resource_id, r.content FROM fhir_resource r"
+        "(SELECT r.resource_id, r.content FROM fhir_resource r"
         " WHERE r.resource_type = %s AND r.resource_id > %s AND NOT r.deleted AND r.last_updated <= %s"
-        f"{since_current}{where}"
+        f"{since_current}{where} ORDER BY r.resource_id LIMIT %s)"
         " UNION ALL "
-        "SELECT r.resource_id, v.content FROM fhir_resource r CROSS JOIN LATERAL ("
+        "(SELECT r.resource_id, v.content FROM fhir_resource r CROSS JOIN LATERAL ("
         "  SELECT v.content, v.deleted, v.last_updated FROM fhir_resource_version v"
         "  WHERE v.resource_type = r.resource_type AND v.resource_id = r.resource_id AND v.last_updated <= %s"
         "  ORDER BY v.version_id DESC LIMIT 1) v"
         " WHERE r.resource_type = %s AND r.resource_id > %s AND r.last_updated > %s AND NOT v.deleted"
-        f"{since_version}{where}"
+        f"{since_version}{where} ORDER BY r.resource_id LIMIT %s)"
         " ORDER BY 1 LIMIT %s"
     )
     params = [
-        *[resource_type, after, moment, *since, *condition_params],
-        *[moment, resource_type, after, moment, *since, *condition_params],
+        *[resource_type, after, moment, *since, *condition_params, limit],
+        *[moment, resource_type, after, moment, *since, *condition_params, limit],
         limit,
     ]
     return statement, params
@@ -109,15 +114,21 @@ def _membership(resource_type: str, patients: list[str] | None) -> tuple[str, li
     """In the Patient compartment of one of `patients` (None: of any patient)."""
     if resource_type == "Patient":
         return ("true", []) if patients is None else ("r.resource_id = ANY(%s)", [patients])
-    params = [resource_type, list(r4().patient_compartment[resource_type])]
-    target = ""
-    if patients is not None:
-        target = " AND c.target_id = ANY(%s)"
-        params.append(patients)
+    params = [list(r4().patient_compartment[resource_type])]
+    if patients is None:
+        # Nearly every row qualifies: checked row by row along the primary-key scan (the reference
+        # index by resource). OFFSET 0 keeps PostgreSQL from turning it into a semi-join, which it
+        # ran as a hash of the whole type (and a sort of it) on every batch.
+        return (
+            "EXISTS (SELECT 1 FROM fhir_index_reference c WHERE c.resource_type = r.resource_type"
+            " AND c.resource_id = r.resource_id AND c.param = ANY(%s) AND c.target_type = 'Patient'"
+            " OFFSET 0)",
+            params,
+        )
     return (
         "r.resource_id IN (SELECT c.resource_id FROM fhir_index_reference c WHERE c.resource_type = %s"
-        f" AND c.param = ANY(%s) AND c.target_type = 'Patient'{target})",
-        params,
+        " AND c.param = ANY(%s) AND c.target_type = 'Patient' AND c.target_id = ANY(%s))",
+        [resource_type, *params, patients],
     )
 
 
