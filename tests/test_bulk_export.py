@@ -370,3 +370,26 @@ def test_capability_statement_names_the_bulk_operations(bulk):
             "name": "export",
             "definition": f"http://hl7.org/fhir/uv/bulkdata/OperationDefinition/{name}",
         } in (by_type[resource_type]["operation"])
+
+
+def test_expired_exports_are_removed_by_the_worker(bulk, backend):
+    status_url = kick_off(bulk, backend, _type="Patient")
+    finished(status_url, backend)
+    folder = settings.EXPORT_DIR / bulk.slug / status_url.rsplit("/", 1)[1]
+    assert folder.is_dir()
+    run_worker(EXPORT_RETENTION_HOURS="0")
+    assert not folder.exists()
+    assert httpx.get(status_url, headers=backend).status_code == 404
+
+
+def test_export_command_writes_the_same_files(bulk, owner_db, tmp_path):
+    result = manage_command(
+        "export", "--tenant", bulk.slug, "--type", "Patient,Encounter", "--output", str(tmp_path)
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "exported" in result.stdout and "Patient" in result.stderr
+    counts = current_counts(owner_db, bulk.slug)
+    for resource_type in ("Patient", "Encounter"):
+        lines = (tmp_path / f"{resource_type}-1.ndjson").read_text().splitlines()
+        assert len(lines) == counts[resource_type]
+        assert all(json.loads(line)["resourceType"] == resource_type for line in lines)
