@@ -311,17 +311,17 @@ def test_worker_killed_mid_export_resumes_without_duplicates(bulk, backend, owne
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         try:
-            wait_for_waiters(owner_db, 1)  # the worker's claim waits for a
+            wait_for_worker(owner_db, "status")  # the claim waits for a
             queued = pool.submit(b.execute, lock, [export_id])
-            wait_for_waiters(owner_db, 2)  # b waits behind the worker
+            wait_for_session(owner_db, b.info.backend_pid)  # b waits behind the worker
             a.commit()  # the claim goes through, then b holds the row
             queued.result(timeout=30)
-            wait_for_waiters(owner_db, 1)  # the first checkpoint waits for b
+            wait_for_worker(owner_db, "progress")  # the first checkpoint waits for b
             queued = pool.submit(a.execute, lock, [export_id])
-            wait_for_waiters(owner_db, 2)
+            wait_for_session(owner_db, a.info.backend_pid)
             b.commit()  # the first checkpoint is stored, then a holds the row
             queued.result(timeout=30)
-            wait_for_waiters(owner_db, 1)  # the second checkpoint waits for a
+            wait_for_worker(owner_db, "progress")  # the second checkpoint waits for a
             running = httpx.get(status_url, headers=backend)
             assert running.status_code == 202 and running.headers["X-Progress"].startswith("50 resources")
             worker.send_signal(signal.SIGKILL)
@@ -344,18 +344,25 @@ def test_worker_killed_mid_export_resumes_without_duplicates(bulk, backend, owne
     assert attempts == 2
 
 
-def wait_for_waiters(owner_db, count: int) -> None:
-    """Until exactly `count` sessions wait for a lock on a bulk_export row."""
+def wait_for_worker(owner_db, column: str) -> None:
+    """Until the worker's `UPDATE bulk_export SET <column>` waits for a row lock."""
+    wait_for(owner_db, "query LIKE %s", [f"UPDATE bulk_export SET {column}%"])
+
+
+def wait_for_session(owner_db, pid: int) -> None:
+    wait_for(owner_db, "pid = %s", [pid])
+
+
+def wait_for(owner_db, condition: str, params: list) -> None:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         waiting = owner_db.execute(
-            "SELECT count(*) FROM pg_stat_activity"
-            " WHERE wait_event_type = 'Lock' AND query LIKE '%bulk_export%'"
+            f"SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND {condition}", params
         ).fetchone()[0]
-        if waiting == count:
+        if waiting:
             return
         time.sleep(0.05)
-    raise AssertionError(f"never {count} sessions waiting on the export row")
+    raise AssertionError(f"nothing waited for a lock where {condition} {params}")
 
 
 def test_capability_statement_names_the_bulk_operations(bulk):
