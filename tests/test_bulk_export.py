@@ -11,7 +11,6 @@ import subprocess
 import sys
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -296,32 +295,37 @@ def base64_text(value: str) -> str:
 
 
 def test_worker_killed_mid_export_resumes_without_duplicates(bulk, backend, owner_db):
-    """Row locks on the job stop the worker at its second checkpoint, one batch written past
-    the first: kill -9 it there; the next worker cuts the file back and resumes."""
+    """Locks stop the worker at its second checkpoint, one batch written past the first: kill -9
+    it there; the next worker cuts the file back and resumes. A row lock on the job stops a
+    checkpoint, a table lock the next batch's read; each is taken while the worker waits at the
+    other, so no step races the worker."""
     status_url = kick_off(bulk, backend, _type="Observation")
     export_id = status_url.rsplit("/", 1)[1]
     table = f'"{bulk.slug}".bulk_export'
-    lock = f"SELECT 1 FROM {table} WHERE id = %s FOR UPDATE"
+    row_lock = f"SELECT 1 FROM {table} WHERE id = %s FOR UPDATE"
+    read_lock = f'LOCK TABLE "{bulk.slug}".fhir_resource_version IN ACCESS EXCLUSIVE MODE'
     env = {**os.environ, "EXPORT_BATCH_SIZE": "50", "EXPORT_WORKER_POLL_SECONDS": "0.1"}
     url = os.environ["DATABASE_URL"]
-    with psycopg.connect(url) as a, psycopg.connect(url) as b, ThreadPoolExecutor(1) as pool:
-        a.execute(lock, [export_id])
+    with psycopg.connect(url) as first, psycopg.connect(url) as reads, psycopg.connect(url) as second:
+        reads.execute(read_lock)  # the first batch's read will wait
+        first.execute(row_lock, [export_id])  # the claim will wait
         worker = subprocess.Popen(
             [sys.executable, str(BASE_DIR / "manage.py"), "export_worker"], cwd=BASE_DIR, env=env,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         try:
-            wait_for_worker(owner_db, "status")  # the claim waits for a
-            queued = pool.submit(b.execute, lock, [export_id])
-            wait_for_session(owner_db, b.info.backend_pid)  # b waits behind the worker
-            a.commit()  # the claim goes through, then b holds the row
-            queued.result(timeout=30)
-            wait_for_worker(owner_db, "progress")  # the first checkpoint waits for b
-            queued = pool.submit(a.execute, lock, [export_id])
-            wait_for_session(owner_db, a.info.backend_pid)
-            b.commit()  # the first checkpoint is stored, then a holds the row
-            queued.result(timeout=30)
-            wait_for_worker(owner_db, "progress")  # the second checkpoint waits for a
+            wait_for(owner_db, "query LIKE %s", ["UPDATE bulk_export SET status%"])
+            first.commit()
+            wait_for(owner_db, "query LIKE %s", ["(SELECT r.resource_id%"])  # claimed, at the first read
+            first.execute(row_lock, [export_id])  # the first checkpoint will wait
+            reads.commit()
+            wait_for(owner_db, "query LIKE %s", ["UPDATE bulk_export SET progress%"])
+            reads.execute(read_lock)  # the second batch's read will wait
+            first.commit()  # the first checkpoint is stored
+            wait_for(owner_db, "query LIKE %s", ["(SELECT r.resource_id%"])
+            second.execute(row_lock, [export_id])  # the second checkpoint will wait
+            reads.commit()
+            wait_for(owner_db, "query LIKE %s", ["UPDATE bulk_export SET progress%"])
             running = httpx.get(status_url, headers=backend)
             assert running.status_code == 202 and running.headers["X-Progress"].startswith("50 resources")
             worker.send_signal(signal.SIGKILL)
@@ -329,7 +333,7 @@ def test_worker_killed_mid_export_resumes_without_duplicates(bulk, backend, owne
         finally:
             if worker.poll() is None:
                 worker.kill()
-        a.rollback()
+        second.rollback()
     written = settings.EXPORT_DIR / bulk.slug / export_id / "Observation-1.ndjson"
     assert len(written.read_text().splitlines()) == 100  # one batch past the checkpoint
     run_worker(EXPORT_BATCH_SIZE="50")
@@ -342,15 +346,6 @@ def test_worker_killed_mid_export_resumes_without_duplicates(bulk, backend, owne
     )
     attempts = owner_db.execute(f"SELECT attempts FROM {table} WHERE id = %s", [export_id]).fetchone()[0]
     assert attempts == 2
-
-
-def wait_for_worker(owner_db, column: str) -> None:
-    """Until the worker's `UPDATE bulk_export SET <column>` waits for a row lock."""
-    wait_for(owner_db, "query LIKE %s", [f"UPDATE bulk_export SET {column}%"])
-
-
-def wait_for_session(owner_db, pid: int) -> None:
-    wait_for(owner_db, "pid = %s", [pid])
 
 
 def wait_for(owner_db, condition: str, params: list) -> None:
