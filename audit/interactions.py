@@ -41,6 +41,10 @@ _BY_VIEW = {
     ("instance_history", None): ("history-instance", "R"),
     ("version", None): ("vread", "R"),
     ("operation", None): ("operation", "E"),
+    # Bulk Data: the kick-off (what is exported: its query) and each file download (a read of
+    # many resources at once); polling the status returns no patient data and is not recorded.
+    ("export", None): ("operation", "E"),
+    ("export_file", None): ("operation", "R"),
 }
 
 

@@ -22,6 +22,9 @@ def record(request: HttpRequest, response: HttpResponse, known_patients: set[str
     subtype = getattr(request, "audit_subtype", None)
     if subtype is not None:
         interaction = dataclasses.replace(interaction, subtype=subtype)
+    query = getattr(request, "audit_query", None)  # what a request reached when its URL does not say
+    if query is not None:
+        interaction = dataclasses.replace(interaction, query=query)
     references = _references(request, response, interaction)
     facts = _facts(request, response.status_code, interaction)
     facts = dataclasses.replace(

@@ -113,7 +113,7 @@ def _blind_search_at_scale(context: BenchContext, count: int) -> None:
         bundle = {"resourceType": "Bundle", "type": "transaction", "entry": entries}
         (folder / f"{start:08d}.json.gz").write_bytes(gzip.compress(orjson.dumps(bundle), 1))
     started = time.perf_counter()
-    loaded = manage_command("load_bundles", "--tenant", tenant, str(folder))
+    loaded = manage_command("load_bundles", "--tenant", tenant, str(folder), timeout=3600)
     elapsed = time.perf_counter() - started
     print(
         f"loaded {count:,} encrypted patients in {elapsed:.0f} s ({count / elapsed:,.0f} patients/s);"

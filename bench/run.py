@@ -21,7 +21,8 @@ from bench.harness import BenchContext  # noqa: E402
 from config.database import app_db_user, replace_credentials  # noqa: E402
 from tests.support import configure_environment, create_fresh_database, start_server  # noqa: E402
 
-BENCH_DATABASE = os.environ.get("BENCH_DATABASE", "fhirserver_bench")  # another name: runs side by side
+# BENCH_DATABASE: another name, when several checkouts bench on one PostgreSQL server.
+BENCH_DATABASE = os.environ.get("BENCH_DATABASE", "fhirserver_bench")
 BENCH_TENANT = "bench"
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -131,6 +132,7 @@ TENANT_APPS = [
     "smart_auth",
     "access",
     "audit",
+    "bulk",
 ]
 INSTALLED_APPS = SHARED_APPS + [app for app in TENANT_APPS if app not in SHARED_APPS]
 
@@ -265,6 +267,13 @@ FHIR_MAX_INCLUDES = int(env_str("FHIR_MAX_INCLUDES", "1000"))  # per search page
 FHIR_MAX_BODY_BYTES = int(env_str("FHIR_MAX_BODY_MB", "1")) * 1024 * 1024
 FHIR_MAX_BUNDLE_BYTES = int(env_str("FHIR_MAX_BUNDLE_MB", "128")) * 1024 * 1024
 DATA_UPLOAD_MAX_MEMORY_SIZE = max(FHIR_MAX_BODY_BYTES, FHIR_MAX_BUNDLE_BYTES)  # a backstop only
+
+# --- Bulk Data $export (bulk/): NDJSON files written by `manage.py export_worker` ----------------
+EXPORT_DIR = Path(env_str("EXPORT_DIR", str(DATA_DIR / "exports"))).resolve()
+EXPORT_RETENTION_HOURS = float(env_str("EXPORT_RETENTION_HOURS", "24"))  # then files and job go
+EXPORT_FILE_MAX_RESOURCES = int(env_str("EXPORT_FILE_MAX_RESOURCES", "100000"))  # per NDJSON file
+EXPORT_BATCH_SIZE = int(env_str("EXPORT_BATCH_SIZE", "5000"))  # rows per statement and checkpoint
+EXPORT_WORKER_POLL_SECONDS = float(env_str("EXPORT_WORKER_POLL_SECONDS", "1"))
 
 # --- Rate limits (config/ratelimit.py): requests a minute per client and class; 0 = no limit ----
 # Generous by default, so that benchmarks and bulk clients are not throttled; operators lower them.

@@ -49,12 +49,17 @@ def main() -> int:
         cwd=ROOT,
         env={**os.environ, "PORT": port},
     )
+    # The Bulk Data $export worker (bulk/worker.py), beside the web server.
+    worker = subprocess.Popen([sys.executable, str(ROOT / "manage.py"), "export_worker"], cwd=ROOT)
     try:
         return server.wait()
     except KeyboardInterrupt:
         server.send_signal(signal.SIGINT)
         server.wait(timeout=30)
         return 0
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
 
 
 def print_banner(scheme: str, port: str) -> None:

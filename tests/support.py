@@ -87,7 +87,9 @@ def create_fresh_database(name: str, tenants: dict[str, str]) -> None:
             raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{result.stderr}")
 
 
-def manage_command(*args: str, env: dict | None = None, input: str | None = None, inherit: bool = True):
+def manage_command(
+    *args: str, env: dict | None = None, input: str | None = None, inherit: bool = True, timeout: float = 300
+):
     """Run `manage.py` as a separate process, the way operators and `make run` do. `env` is
     added to this process's environment, or replaces it when `inherit` is false."""
     return subprocess.run(
@@ -97,7 +99,7 @@ def manage_command(*args: str, env: dict | None = None, input: str | None = None
         input=input,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=timeout,
     )
 
 

@@ -30,6 +30,9 @@ SYSTEM_INTERACTIONS = ("transaction", "batch", "history-system")
 OPERATIONS = ("validate", "meta", "meta-add", "meta-delete", "everything")
 # The type an operation's OperationDefinition is defined on, when it is not Resource.
 OPERATION_TYPES = {"everything": "Patient"}
+# Bulk Data IG 2.0 (bulk/): the system-level export, and the Patient and Group ones per type.
+BULK_DATA = "http://hl7.org/fhir/uv/bulkdata"
+BULK_EXPORT = {"Patient": "patient-export", "Group": "group-export"}
 
 
 def capabilities(request: HttpRequest) -> HttpResponse:
@@ -83,6 +86,7 @@ def _statement() -> dict:
         "status": "active",
         "date": settings.FHIR_SERVER_RELEASE_DATE,
         "kind": "instance",
+        "instantiates": [f"{BULK_DATA}/CapabilityStatement/bulk-data"],
         "software": {"name": "fhirserver", "version": settings.FHIR_SERVER_VERSION},
         "fhirVersion": registry.fhir_version,
         "format": ["json", "xml"],
@@ -99,14 +103,15 @@ def _statement() -> dict:
                         f"{OPERATION_TYPES.get(name, 'Resource')}-{name}",
                     }
                     for name in OPERATIONS
-                ],
+                ]
+                + [{"name": "export", "definition": f"{BULK_DATA}/OperationDefinition/export"}],
             }
         ],
     }
 
 
 def _resource(resource_type: str) -> dict:
-    return {
+    described = {
         "type": resource_type,
         "profile": f"http://hl7.org/fhir/StructureDefinition/{resource_type}",
         "interaction": [{"code": code} for code in TYPE_INTERACTIONS],
@@ -119,6 +124,10 @@ def _resource(resource_type: str) -> dict:
         "conditionalDelete": "multiple",
         "searchParam": _search_params(resource_type),
     }
+    if resource_type in BULK_EXPORT:
+        definition = f"{BULK_DATA}/OperationDefinition/{BULK_EXPORT[resource_type]}"
+        described["operation"] = [{"name": "export", "definition": definition}]
+    return described
 
 
 def _search_params(resource_type: str) -> list[dict]:

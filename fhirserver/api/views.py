@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from django.http import HttpRequest, HttpResponse
 
+from bulk import views as bulk
 from fhirserver import errors
 from fhirserver.api import (
     audit_events,
@@ -142,6 +143,26 @@ def operation(
     if resource_id:
         kwargs["resource_id"] = resource_id
     return handler(request, **kwargs)
+
+
+@fhir_endpoint
+def export(
+    request: HttpRequest, name: str, resource_type: str | None = None, resource_id: str | None = None
+) -> HttpResponse:
+    """Bulk Data kick-off: `name` is the operation (for the audit trail), the type and id give
+    the level (system, Patient, Group/[id])."""
+    level = {None: "system", "Patient": "patient", "Group": "group"}[resource_type]
+    return bulk.kickoff(request, level, resource_id)
+
+
+@fhir_endpoint
+def export_status(request: HttpRequest, export_id: str) -> HttpResponse:
+    return bulk.status(request, export_id)
+
+
+@fhir_endpoint
+def export_file(request: HttpRequest, export_id: str, file_name: str) -> HttpResponse:
+    return bulk.download(request, export_id, file_name)
 
 
 def _pairs(query_dict) -> list[tuple[str, str]]:
