@@ -4,6 +4,7 @@ import base64
 
 import pytest
 
+from config.environment import ensure_dev_env
 from tests.support import manage_command
 
 
@@ -43,3 +44,15 @@ def test_development_auth_mode_is_accepted_with_debug():
 def test_valid_configuration_passes_checks():
     result = manage_command("check", "--deploy", "--fail-level", "ERROR")
     assert result.returncode == 0, result.stderr
+
+
+def test_dev_env_of_an_older_checkout_gets_new_secrets_added_and_keeps_its_own(tmp_path):
+    (tmp_path / "dev.env").write_text("DEBUG=1\nPHI_MASTER_KEY=kept\n")
+    ensure_dev_env(tmp_path)
+    ensure_dev_env(tmp_path)  # a second start adds nothing more
+    lines = (tmp_path / "dev.env").read_text().splitlines()
+    names = [line.split("=", 1)[0] for line in lines]
+    assert "PHI_MASTER_KEY=kept" in lines
+    assert names.count("PHI_INDEX_KEY") == 1 and names.count("PHI_MASTER_KEY") == 1
+    index_key = next(line.split("=", 1)[1] for line in lines if line.startswith("PHI_INDEX_KEY="))
+    assert len(base64.b64decode(index_key)) == 32
