@@ -21,7 +21,14 @@ class Migration(migrations.Migration):
             ],
             options={
                 'db_table': 'fhir_index_blind',
-                'indexes': [models.Index(fields=['resource_type', 'param', 'digest'], name='fhir_blind_lookup'), models.Index(fields=['resource_type', 'resource_id'], name='fhir_blind_resource')],
+                'indexes': [models.Index(fields=['resource_type', 'param', 'digest', 'resource_id'], name='fhir_blind_lookup'), models.Index(fields=['resource_type', 'resource_id'], name='fhir_blind_resource')],
             },
+        ),
+        # Digests are many and skewed (a one-letter prefix is in every row, a full name in few):
+        # the default 100 most-common values left the planner guessing, and it joined the wrong
+        # side first (given&family at 100,000 patients: 124 ms; with these statistics 9 ms).
+        migrations.RunSQL(
+            "ALTER TABLE fhir_index_blind ALTER COLUMN digest SET STATISTICS 1000",
+            migrations.RunSQL.noop,
         ),
     ]
