@@ -60,6 +60,9 @@ class SearchIndex(models.Model):
     resource_type = models.CharField(max_length=64)
     resource_id = models.CharField(max_length=64)
     param = models.CharField(max_length=100)
+    # Rows of one occurrence of a composite parameter (or `near`) share a number, unique within
+    # the resource; NULL for rows of plain parameters (fhirserver.search.extraction).
+    composite = models.IntegerField(null=True)
 
     class Meta:
         abstract = True

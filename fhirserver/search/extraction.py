@@ -3,9 +3,14 @@ parameter that applies to its type (http://hl7.org/fhir/R4/search.html#ptypes).
 
 Each parameter's expression is compiled once per resource type (expressions.py); the values it
 yields are turned into rows by their FHIR type, following the per-type rules of search.html.
-Composite and special parameters, and those without an expression (`_text`, `_content`,
-`_query`), are not indexed here. Values a parameter type has no rule for (a date parameter
-reaching `Procedure.performedString`, a quantity reaching SampledData) add no rows.
+Composite parameters (search.html#composite) and the special `near` (Location.position) are
+indexed as groups: each occurrence of the base element gives one row per component value in the
+component's own type's table, under the parameter `code#<component index>`, all with the same
+group number in the `composite` column, so a search can require every component to match within
+one occurrence. Parameters without an expression (`_text`, `_content`, `_query`) are not
+indexed. Values a parameter type has no rule for (a date parameter reaching
+`Procedure.performedString`, a quantity reaching SampledData) add no rows. A reference's
+`identifier` is indexed as a token under `code:identifier`, for that modifier.
 """
 
 from __future__ import annotations
@@ -21,7 +26,13 @@ from typing import Any
 from fhirserver import errors
 from fhirserver.registry import r4
 from fhirserver.search.dates import parse_range
-from fhirserver.search.expressions import Evaluate, applies_to, compile_expression, parse_reference
+from fhirserver.search.expressions import (
+    Evaluate,
+    applies_to,
+    compile_expression,
+    compile_relative,
+    parse_reference,
+)
 
 # Open Period ends (http://hl7.org/fhir/R4/search.html#date: a missing bound is unbounded).
 EARLIEST = datetime(1, 1, 1, tzinfo=UTC)
@@ -49,6 +60,8 @@ class IndexRows:
     uris: list[tuple[str, str]] = field(default_factory=list)
     # Digests standing in for the values of parameters over encrypted elements (search/blind.py)
     blinds: list[tuple[str, bytes]] = field(default_factory=list)
+    # Rows of composite groups: (kind, group number, row of that kind led by `code#i`)
+    components: list[tuple[str, int, tuple]] = field(default_factory=list)
 
     def deduplicate(self) -> None:
         for name in _ROW_LISTS:
@@ -56,8 +69,12 @@ class IndexRows:
             if len(rows) > 1:
                 setattr(self, name, list(dict.fromkeys(rows)))
 
+    def count(self) -> int:
+        return sum(len(getattr(self, kind)) for kind in VALUE_KINDS)
+
 
 _ROW_LISTS = tuple(row_list.name for row_list in fields(IndexRows))
+VALUE_KINDS = tuple(name for name in _ROW_LISTS if name not in ("components", "identifier_types", "blinds"))
 
 
 Converter = Callable[[str, Any, IndexRows], None]
@@ -80,8 +97,62 @@ def extract(resource: dict) -> IndexRows:
             convert = converters.get(fhir_type)
             if convert is not None:
                 convert(code, value, rows)
+    for base, components in _composites(resource_type):
+        for occurrence in base(context):
+            _add_group(context, occurrence, components, rows)
     rows.deduplicate()
     return rows
+
+
+Component = tuple[str, Evaluate, dict[str, Converter], bool]  # (param, expression, converters, from root)
+# Special parameters indexed as groups of number components (search.html#special: near).
+_SPECIAL_COMPONENTS = {"near": (("latitude", "number"), ("longitude", "number"))}
+
+
+def _add_group(context: list, occurrence: tuple, components: tuple[Component, ...], rows: IndexRows) -> None:
+    """One occurrence's component rows, all under one group number; none unless every
+    component has a value, since a composite matches only when all of its components do."""
+    group = IndexRows()
+    for param, evaluate, converters, from_root in components:
+        before = group.count()
+        for value, fhir_type in evaluate(context if from_root else [occurrence]):
+            convert = converters.get(fhir_type)
+            if convert is not None:
+                convert(param, value, group)
+        if group.count() == before:
+            return
+    number = len(rows.components)  # unique within the resource: each group adds rows
+    rows.components += [(kind, number, row) for kind in VALUE_KINDS for row in getattr(group, kind)]
+
+
+@cache
+def _composites(resource_type: str) -> tuple[tuple[Evaluate, tuple[Component, ...]], ...]:
+    """(base expression, components) of the type's composite parameters and of `near`.
+    Component expressions are relative to the base element, except `%resource.` ones
+    (MolecularSequence), which read the resource."""
+    found = []
+    for parameter in r4().search_parameters:
+        if parameter.type not in ("composite", "special") or parameter.expression is None:
+            continue
+        if not any(applies_to(base, resource_type) for base in parameter.base):
+            continue
+        base = compile_expression(parameter.expression, resource_type)
+        if parameter.type == "composite":
+            definitions = r4().components(parameter)
+            parts = [(c["expression"], d.type) for c, d in zip(parameter.component, definitions, strict=True)]
+        else:
+            parts = list(_SPECIAL_COMPONENTS[parameter.code])
+        components = []
+        for index, (expression, kind) in enumerate(parts):
+            if expression.startswith("%resource."):
+                evaluate = compile_expression(expression.removeprefix("%resource."), resource_type).evaluate
+            else:
+                evaluate = compile_relative(expression, base.types)[0]
+            components.append(
+                (f"{parameter.code}#{index}", evaluate, CONVERTERS[kind], expression.startswith("%"))
+            )
+        found.append((base.evaluate, tuple(components)))
+    return tuple(found)
 
 
 def normalize(text: str) -> str:
@@ -299,6 +370,10 @@ def _quantity_range(code: str, value: dict, rows: IndexRows) -> None:
 
 
 def _reference(code: str, reference: dict, rows: IndexRows) -> None:
+    identifier = reference.get("identifier")
+    if isinstance(identifier, dict) and isinstance(identifier.get("value"), str) and identifier["value"]:
+        # For `code:identifier=system|value` (search.html#reference), as a token row.
+        rows.tokens.append((f"{code}:identifier", identifier.get("system"), identifier["value"], None))
     target = reference.get("reference")
     if not isinstance(target, str) or not target or target.startswith("#"):
         return  # contained resources are searched through their container, not indexed here

@@ -22,6 +22,7 @@ from fhirserver import errors
 from fhirserver.registry import SearchParameterDefinition, r4
 from fhirserver.search.dates import parse_range
 from fhirserver.search.extraction import precision_range
+from fhirserver.storage import phi
 
 PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
 MODIFIERS = {
@@ -33,6 +34,8 @@ MODIFIERS = {
     "quantity": {"missing"},
     "reference": {"missing", "identifier"},  # plus :[Type]
     "uri": {"below", "above", "missing"},
+    "composite": set(),
+    "special": set(),
 }
 # Result parameters (search.html#return) and paging: not criteria.
 CONTROL = frozenset(
@@ -52,6 +55,8 @@ CONTROL = frozenset(
         "_pretty",
     }
 )
+# Full-text parameters (search.html#text): not built; never over types with encrypted elements.
+FULL_TEXT = frozenset({"_text", "_content"})
 _PREFIX = re.compile(r"^(eq|ne|gt|lt|ge|le|sa|eb|ap)(?=[0-9+-])")
 MAX_CHAIN_LINKS = 4  # each `.` or `_has:` is one more nested subquery
 
@@ -89,6 +94,24 @@ class ReferenceValue:
     target_type: str | None
     target_id: str | None
     url: str | None
+
+
+@dataclass(frozen=True)
+class CompositeValue:
+    """`a$b` (search.html#composite): one value per component, each parsed by its own type;
+    `components` are the component parameters' definitions, in order."""
+
+    components: tuple[SearchParameterDefinition, ...]
+    values: tuple
+
+
+@dataclass(frozen=True)
+class NearValue:
+    """`near=latitude|longitude|distance|units` (search.html#special), distance in km."""
+
+    latitude: Decimal
+    longitude: Decimal
+    kilometres: Decimal
 
 
 @dataclass
@@ -161,6 +184,10 @@ def _clause(
     code, _, modifier = name.partition(":")
     parameter = parameters_for(resource_type).get(code)
     if parameter is None or parameter.type not in supported_types or not _modifier_ok(parameter, modifier):
+        return None
+    if parameter.expression is None and code != "_id":  # _text, _content, _query: not indexed
+        if code in FULL_TEXT and phi.encrypted_elements(resource_type):
+            raise errors.bad_request(f"{label}: no full-text search over {resource_type} (encrypted data)")
         return None
     return Clause(parameter, modifier or None, _values(parameter, modifier, raw, label), raw)
 
@@ -244,14 +271,20 @@ def _modifier_ok(parameter: SearchParameterDefinition, modifier: str) -> bool:
 
 def split_values(raw: str) -> list[str]:
     """Split on commas not escaped as `\\,` (search.html#escaping), unescaping the rest."""
+    return [unescape(part) for part in _split(raw, ",")]
+
+
+def _split(raw: str, separator: str) -> list[str]:
+    """Split on `separator` where it is not escaped, keeping every escape as it is."""
     parts, current, escaped = [], [], False
     for char in raw:
         if escaped:
             current.append(char)
             escaped = False
         elif char == "\\":
+            current.append(char)
             escaped = True
-        elif char == ",":
+        elif char == separator:
             parts.append("".join(current))
             current = []
         else:
@@ -260,13 +293,57 @@ def split_values(raw: str) -> list[str]:
     return parts
 
 
+def unescape(text: str) -> str:
+    return re.sub(r"\\(.)", r"\1", text)
+
+
 def _values(parameter: SearchParameterDefinition, modifier: str, raw: str, name: str) -> list:
     if modifier == "missing":
         if raw not in ("true", "false"):
             raise errors.bad_request(f"{name} must be true or false")
         return [raw == "true"]
+    if parameter.type == "composite":
+        return [_composite(parameter, value, name) for value in _split(raw, ",")]
     parse_one = _PARSERS[parameter.type]
     return [parse_one(value, name, modifier) for value in split_values(raw)]
+
+
+def _composite(parameter: SearchParameterDefinition, raw: str, name: str) -> CompositeValue:
+    """One `a$b` value; `$` escaped as `\\$` belongs to a component (search.html#escaping)."""
+    parts = _split(raw, "$")
+    definitions = r4().components(parameter)
+    if len(parts) != len(definitions):
+        raise errors.bad_request(f"{name} needs {len(definitions)} values separated by $")
+    values = tuple(
+        _PARSERS[definition.type](unescape(part), name, "")
+        for definition, part in zip(definitions, parts, strict=True)
+    )
+    return CompositeValue(definitions, values)
+
+
+# UCUM codes of the distance units `near` accepts, in km (search.html#special: km by default).
+_DISTANCE_UNITS = {
+    "km": Decimal(1),
+    "m": Decimal("0.001"),
+    "[mi_i]": Decimal("1.609344"),
+    "mi": Decimal("1.609344"),
+}
+DEFAULT_NEAR_KM = Decimal(10)
+
+
+def _near(value: str, name: str, modifier: str) -> NearValue:
+    parts = value.split("|")
+    if not 2 <= len(parts) <= 4:
+        raise errors.bad_request(f"{name} needs latitude|longitude[|distance[|units]]")
+    latitude, _, _ = decimal_range(parts[0], name)
+    longitude, _, _ = decimal_range(parts[1], name)
+    if not (-90 <= latitude <= 90 and -180 <= longitude <= 180):
+        raise errors.bad_request(f"{name}: latitude or longitude out of range")
+    distance = decimal_range(parts[2], name)[0] if len(parts) > 2 and parts[2] else DEFAULT_NEAR_KM
+    unit = parts[3] if len(parts) > 3 and parts[3] else "km"
+    if unit not in _DISTANCE_UNITS or distance < 0:
+        raise errors.bad_request(f"{name}: distance must be positive, in km, m or [mi_i]")
+    return NearValue(latitude, longitude, distance * _DISTANCE_UNITS[unit])
 
 
 def _token(value: str, name: str, modifier: str) -> TokenValue | IdentifierTypeValue | str:
@@ -311,9 +388,9 @@ def _quantity(value: str, name: str, modifier: str) -> RangeValue:
     return RangeValue(prefix, number, low, high, system or None, code or None)
 
 
-def _reference(value: str, name: str, modifier: str) -> ReferenceValue:
-    if modifier == "identifier":
-        raise errors.not_supported(f"{name}: the :identifier modifier is not supported")
+def _reference(value: str, name: str, modifier: str) -> ReferenceValue | TokenValue:
+    if modifier == "identifier":  # Reference.identifier, a token (search.html#reference)
+        return _token(value, name, "")
     path = value.split("/_history/", 1)[0]
     if "://" in path or path.startswith("urn:"):
         parts = path.rstrip("/").split("/")
@@ -354,4 +431,5 @@ _PARSERS = {
     "number": _number,
     "quantity": _quantity,
     "reference": _reference,
+    "special": _near,
 }

@@ -44,6 +44,10 @@ def _insert_index(table: str, columns: tuple[str, ...]) -> str:
 
 
 INSERT_INDEX = {kind: _insert_index(table, columns) for kind, (table, columns) in INDEX_TABLES.items()}
+# Rows of composite groups: the same tables with the group number last.
+INSERT_COMPONENT = {
+    kind: _insert_index(table, (*columns, "composite")) for kind, (table, columns) in INDEX_TABLES.items()
+}
 DELETE_INDEX = [
     f"DELETE FROM {table} WHERE resource_type = %s AND resource_id = %s" for table, _ in INDEX_TABLES.values()
 ]
@@ -57,6 +61,7 @@ class RowWriter:
         self.currents: list[tuple] = []
         self.replaced: list[tuple[str, str]] = []
         self.index: dict[str, list[tuple]] = {kind: [] for kind in INDEX_TABLES}
+        self.components: dict[str, list[tuple]] = {kind: [] for kind in INDEX_TABLES}
 
     def add(
         self,
@@ -86,6 +91,8 @@ class RowWriter:
     def _add_index(self, key: tuple[str, str], rows: IndexRows) -> None:
         for kind, target in self.index.items():
             target += [(*key, *values) for values in getattr(rows, kind)]
+        for kind, group, values in rows.components:
+            self.components[kind].append((*key, *values, group))
 
     def flush(self) -> None:
         if not (self.versions or self.replaced):
@@ -100,4 +107,7 @@ class RowWriter:
             for kind, rows in self.index.items():
                 if rows:
                     cursor.executemany(INSERT_INDEX[kind], rows)
+            for kind, rows in self.components.items():
+                if rows:
+                    cursor.executemany(INSERT_COMPONENT[kind], rows)
         self.__init__()
