@@ -19,6 +19,7 @@ from fhirserver.api import paging
 from fhirserver.api.authorization import access
 from fhirserver.api.bundles import bundle_response, ignored_parameters_entry, search_entry
 from fhirserver.api.endpoint import base_url
+from fhirserver.registry import r4
 from fhirserver.search import compartment, sorting, sql
 from fhirserver.search import query as search_query
 from fhirserver.search.includes import included, parse_includes
@@ -75,13 +76,17 @@ def compartment_search(
     resource_type: str,
     pairs: list[tuple[str, str]],
 ) -> HttpResponse:
-    """Patient/[id]/[type]?...: resources of that type in the patient's compartment."""
-    if compartment_type != "Patient":
-        raise errors.not_supported(f"Only the Patient compartment is supported, not {compartment_type}")
+    """[Compartment]/[id]/[type]?...: resources of that type in the compartment
+    (http://hl7.org/fhir/R4/compartmentdefinition.html#search): Patient, Encounter,
+    RelatedPerson, Practitioner or Device. The compartment's focal resource need not exist."""
+    if compartment_type not in r4().compartments:
+        raise errors.not_supported(
+            f"{compartment_type} is not a compartment (use one of {', '.join(sorted(r4().compartments))})"
+        )
     require_resource_type(resource_type)
-    if not compartment.in_types(resource_type):
-        raise errors.bad_request(f"{resource_type} is not in the Patient compartment")
-    condition = compartment.condition(resource_type, compartment_id)
+    if not compartment.in_types(resource_type, compartment_type):
+        raise errors.bad_request(f"{resource_type} is not in the {compartment_type} compartment")
+    condition = compartment.condition(resource_type, compartment_id, compartment_type)
     return search(request, resource_type, pairs, extra=[condition], interaction="search-compartment")
 
 
