@@ -113,8 +113,18 @@ def _paged(request: HttpRequest, pairs, query: tuple, keys, cursor, limit: int) 
 
 
 def _page(resource_type: str, conditions: list[str], params: list, keys, cursor, limit: int) -> list[tuple]:
-    """One page: (id, content, sort values...). Ids and sort keys are found and ordered first;
-    the (often large) JSON is read for the page's rows only."""
+    """One page: (id, content, sort values...)."""
+    statement, statement_params = page_statement(resource_type, conditions, params, keys, cursor, limit)
+    with connection.cursor() as db:
+        db.execute(statement, statement_params)
+        return db.fetchall()
+
+
+def page_statement(
+    resource_type: str, conditions: list[str], params: list, keys, cursor, limit: int
+) -> tuple[str, list]:
+    """The SQL of one page (also EXPLAINed by bench/bench_scale.py). Ids and sort keys are found
+    and ordered first; the (often large) JSON is read for the page's rows only."""
     columns, key_params = sorting.select_keys(keys)
     where = " AND ".join(["r.resource_type = %s", "NOT r.deleted", *conditions])
     after, after_params = ("", [])
@@ -130,9 +140,7 @@ def _page(resource_type: str, conditions: list[str], params: list, keys, cursor,
         " JOIN fhir_resource r ON r.resource_type = %s AND r.resource_id = p.resource_id"
         f" {sorting.order_by(keys, prefix='p.')}"
     )
-    with connection.cursor() as db:
-        db.execute(statement, [*key_params, resource_type, *params, *after_params, limit, resource_type])
-        return db.fetchall()
+    return statement, [*key_params, resource_type, *params, *after_params, limit, resource_type]
 
 
 def _total(request: HttpRequest, resource_type: str, conditions: list[str], params: list) -> int | None:
