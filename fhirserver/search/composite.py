@@ -16,7 +16,8 @@ import math
 from decimal import Decimal
 
 from fhirserver.search.conditions import TABLES, value_condition
-from fhirserver.search.query import Clause, CompositeValue, NearValue
+from fhirserver.search.query import Clause
+from fhirserver.search.values import CompositeValue, NearValue
 
 EARTH_RADIUS_KM = 6371.0088  # mean radius (IUGG)
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-from fhirserver.search.extraction import normalize
-from fhirserver.search.query import Clause, IdentifierTypeValue, RangeValue, ReferenceValue, TokenValue
+from fhirserver.search.index_values import normalize
+from fhirserver.search.query import Clause
+from fhirserver.search.values import IdentifierTypeValue, RangeValue, ReferenceValue, TokenValue
 
 # Parameter type -> its index table
 TABLES = {

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from django.db import connection, transaction
 
-from fhirserver.search.extraction import IndexRows
+from fhirserver.search.index_values import IndexRows
 from fhirserver.storage.stored import StoredResource
 
 INSERT_VERSION = (
