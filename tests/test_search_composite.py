@@ -96,6 +96,8 @@ def test_code_value_composites_of_each_value_type(fhir, marker):
         weight["id"]
     }
     assert ids(fhir, marker, "Observation", **{"code-value-quantity": "29463-7$gt80"}) == set()
+    # combo-: the Observation's own value counts as much as a component's.
+    assert ids(fhir, marker, "Observation", **{"combo-code-value-quantity": "29463-7$72"}) == {weight["id"]}
     assert ids(
         fhir, marker, "Observation", **{"code-value-concept": "72166-2$http://snomed.info/sct|449868002"}
     ) == {smoker["id"]}

@@ -16,6 +16,7 @@ import math
 from decimal import Decimal
 
 from fhirserver.search.conditions import TABLES, value_condition
+from fhirserver.search.extraction import COMBINED
 from fhirserver.search.query import Clause
 from fhirserver.search.values import CompositeValue, NearValue
 
@@ -26,13 +27,14 @@ def condition(resource_type: str, clause: Clause, alias: str) -> tuple[str, list
     """`alias.resource_id IN (...)`: the resources one of the clause's values (ORed) matches."""
     branches, params = [], []
     for value in clause.values:
-        sql, value_params = (
-            _near(resource_type, value)
-            if isinstance(value, NearValue)
-            else _group(resource_type, clause.parameter.code, value)
-        )
-        branches.append(sql)
-        params += value_params
+        if isinstance(value, NearValue):
+            found = [_near(resource_type, value)]
+        else:
+            codes = COMBINED.get(clause.parameter.code, (clause.parameter.code,))
+            found = [_group(resource_type, code, value) for code in codes]
+        for sql, value_params in found:
+            branches.append(sql)
+            params += value_params
     return f"{alias}.resource_id IN ({' UNION ALL '.join(branches)})", params
 
 

@@ -48,6 +48,13 @@ def extract(resource: dict) -> IndexRows:
 
 
 Component = tuple[str, Evaluate, dict[str, Converter], bool]  # (param, expression, converters, from root)
+# Observation's combo-* composites (base `Observation | Observation.component`) are the union of
+# the plain and the component-* ones, component for component: they get no rows of their own,
+# and a search reads both (composite.py). This saves a third of the composite rows.
+COMBINED = {
+    "combo-code-value-quantity": ("code-value-quantity", "component-code-value-quantity"),
+    "combo-code-value-concept": ("code-value-concept", "component-code-value-concept"),
+}
 # Special parameters indexed as groups of number components (search.html#special: near).
 _SPECIAL_COMPONENTS = {"near": (("latitude", "number"), ("longitude", "number"))}
 
@@ -76,6 +83,8 @@ def _composites(resource_type: str) -> tuple[tuple[Evaluate, tuple[Component, ..
     found = []
     for parameter in r4().search_parameters:
         if parameter.type not in ("composite", "special") or parameter.expression is None:
+            continue
+        if parameter.code in COMBINED:
             continue
         if not any(applies_to(base, resource_type) for base in parameter.base):
             continue
