@@ -6,6 +6,8 @@ policed by tenants.rls rather than declared here, so no query can forget it. All
 through fhirserver.storage.repository.
 """
 
+from django.contrib.postgres.indexes import GinIndex
+from django.contrib.postgres.search import SearchVectorField
 from django.db import models
 
 
@@ -172,6 +174,20 @@ class UriIndex(SearchIndex):
     uri = models.TextField()
 
     Meta = index_meta("fhir_index_uri", "uri")
+
+
+class TextIndex(SearchIndex):
+    """`_text` (narrative) and `_content` (every string) as tsvectors (search/fulltext.py);
+    never for types with encrypted elements."""
+
+    document = SearchVectorField()
+
+    class Meta:
+        db_table = "fhir_index_text"
+        indexes = [
+            GinIndex(fields=["document"], name="fhir_text_document"),
+            models.Index(fields=["resource_type", "resource_id"], name="fhir_text_resource"),
+        ]
 
 
 class BlindIndex(SearchIndex):

@@ -1,4 +1,4 @@
-"""Composite parameters, reference :identifier, `near` and the full-text refusal, over real HTTP
+"""Composite parameters, reference :identifier, `near` and full text, over real HTTP
 (http://hl7.org/fhir/R4/search.html#composite, #reference, #special, #text)."""
 
 from tests.support import MARK, make_marked
@@ -208,13 +208,37 @@ def test_near_across_the_antimeridian_and_poles(fhir, marker):
     assert ids(fhir, marker, "Location", near="89.999|-170|5") == {pole["id"]}
 
 
-def test_full_text_is_refused_on_encrypted_types_and_reported_elsewhere(fhir):
-    response = fhir.get("/Patient", params={"_content": "smith"})
-    assert response.status_code == 400
-    assert "encrypted" in response.text
-    response = fhir.get("/Observation", params={"_text": "fever", "_count": "1"})
-    assert response.status_code == 200
-    outcome = [e for e in response.json().get("entry", []) if e["search"]["mode"] == "outcome"]
-    assert outcome and "_text" in str(outcome[0])
-    strict = fhir.get("/Observation", params={"_text": "fever"}, headers={"Prefer": "handling=strict"})
-    assert strict.status_code in (400, 501)
+def test_full_text_over_narrative_and_content(fhir, marker):
+    narrative = '<div xmlns="http://www.w3.org/1999/xhtml">Patient reports <b>fever</b> &amp; chills</div>'
+    feverish = make_marked(
+        fhir,
+        marker,
+        {**observation_with("Body temperature"), "text": {"status": "generated", "div": narrative}},
+    )
+    other = make_marked(fhir, marker, observation_with("Heart rate"))
+    assert ids(fhir, marker, "Observation", _text="fever") == {feverish["id"]}
+    assert ids(fhir, marker, "Observation", _text="FEVER chills") == {feverish["id"]}
+    assert ids(fhir, marker, "Observation", _text="fever -chills") == set()
+    assert ids(fhir, marker, "Observation", _text="temperature") == set()  # not in the narrative
+    assert ids(fhir, marker, "Observation", _content="temperature") == {feverish["id"]}
+    assert ids(fhir, marker, "Observation", _content="heart or fever") == {feverish["id"], other["id"]}
+    assert ids(fhir, marker, "Observation", _content="b") == set()  # markup is not content
+
+
+def observation_with(display: str) -> dict:
+    return {
+        "resourceType": "Observation",
+        "status": "final",
+        "code": {"coding": [{"system": LOINC, "code": "8310-5", "display": display}]},
+    }
+
+
+def test_full_text_is_refused_on_encrypted_types(fhir):
+    for name in ("_text", "_content"):
+        response = fhir.get("/Patient", params={name: "smith"})
+        assert response.status_code == 400
+        assert "encrypted" in response.text
+    statement = fhir.get("/metadata").json()
+    listed = {r["type"]: {p["name"] for p in r["searchParam"]} for r in statement["rest"][0]["resource"]}
+    assert {"_text", "_content"} <= listed["Observation"]
+    assert not {"_text", "_content"} & listed["Patient"]

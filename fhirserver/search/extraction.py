@@ -18,6 +18,7 @@ from __future__ import annotations
 from functools import cache
 
 from fhirserver.registry import r4
+from fhirserver.search import fulltext
 from fhirserver.search.expressions import Evaluate, applies_to, compile_expression, compile_relative
 from fhirserver.search.index_values import CONVERTERS, VALUE_KINDS, Converter, IndexRows
 
@@ -43,6 +44,7 @@ def extract(resource: dict) -> IndexRows:
     for base, components in _composites(resource_type):
         for occurrence in base(context):
             _add_group(context, occurrence, components, rows)
+    rows.texts = fulltext.documents(resource)
     rows.deduplicate()
     return rows
 

@@ -44,6 +44,8 @@ class IndexRows:
     uris: list[tuple[str, str]] = field(default_factory=list)
     # Digests standing in for the values of parameters over encrypted elements (search/blind.py)
     blinds: list[tuple[str, bytes]] = field(default_factory=list)
+    # Full-text documents (param `_text` or `_content`, text), search/fulltext.py
+    texts: list[tuple[str, str]] = field(default_factory=list)
     # Rows of composite groups: (kind, group number, row of that kind led by `code#i`)
     components: list[tuple[str, int, tuple]] = field(default_factory=list)
 
@@ -58,7 +60,9 @@ class IndexRows:
 
 
 _ROW_LISTS = tuple(row_list.name for row_list in fields(IndexRows))
-VALUE_KINDS = tuple(name for name in _ROW_LISTS if name not in ("components", "identifier_types", "blinds"))
+VALUE_KINDS = tuple(
+    name for name in _ROW_LISTS if name not in ("components", "identifier_types", "blinds", "texts")
+)
 
 
 Converter = Callable[[str, Any, IndexRows], None]

@@ -19,8 +19,7 @@ from functools import cache
 
 from fhirserver import errors
 from fhirserver.registry import SearchParameterDefinition, r4
-from fhirserver.search import values
-from fhirserver.storage import phi
+from fhirserver.search import fulltext, values
 
 MODIFIERS = {
     "string": {"exact", "contains", "missing"},
@@ -52,8 +51,6 @@ CONTROL = frozenset(
         "_pretty",
     }
 )
-# Full-text parameters (search.html#text): not built; never over types with encrypted elements.
-FULL_TEXT = frozenset({"_text", "_content"})
 MAX_CHAIN_LINKS = 4  # each `.` or `_has:` is one more nested subquery
 
 
@@ -128,9 +125,12 @@ def _clause(
     parameter = parameters_for(resource_type).get(code)
     if parameter is None or parameter.type not in supported_types or not _modifier_ok(parameter, modifier):
         return None
-    if parameter.expression is None and code != "_id":  # _text, _content, _query: not indexed
-        if code in FULL_TEXT and phi.encrypted_elements(resource_type):
+    if code in fulltext.FULL_TEXT:
+        if not fulltext.indexed(resource_type):
             raise errors.bad_request(f"{label}: no full-text search over {resource_type} (encrypted data)")
+        if modifier:
+            return None
+    elif parameter.expression is None and code != "_id":  # _query: not indexed
         return None
     return Clause(parameter, modifier or None, _values(parameter, modifier, raw, label), raw)
 

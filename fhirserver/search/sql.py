@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from fhirserver.search import blind, composite
+from fhirserver.search import blind, composite, fulltext
 from fhirserver.search.conditions import TABLES, value_condition
 from fhirserver.search.query import Chain, Clause, Criterion, ReverseChain
 
@@ -102,6 +102,8 @@ def _clause(resource_type: str, clause: Clause, alias: str) -> tuple[str, list]:
     code = clause.parameter.code
     if clause.parameter.type in ("composite", "special"):
         return composite.condition(resource_type, clause, alias)
+    if code in fulltext.FULL_TEXT:
+        return _full_text(resource_type, clause, alias)
     table = "fhir_index_blind" if blind.is_blind(resource_type, code) else TABLES[clause.parameter.type]
     if clause.modifier == "missing":
         negate = "NOT " if clause.values[0] else ""
@@ -128,6 +130,19 @@ def _clause(resource_type: str, clause: Clause, alias: str) -> tuple[str, list]:
         f"{alias}.resource_id {negate}IN (SELECT i.resource_id FROM {table} i"
         f" WHERE i.resource_type = %s AND i.param = %s AND ({' OR '.join(alternatives)}))",
         [resource_type, code, *params],
+    )
+
+
+def _full_text(resource_type: str, clause: Clause, alias: str) -> tuple[str, list]:
+    alternatives, params = [], []
+    for value in clause.values:
+        sql, value_params = fulltext.condition(value)
+        alternatives.append(f"({sql})")
+        params += value_params
+    return (
+        f"{alias}.resource_id IN (SELECT i.resource_id FROM fhir_index_text i"
+        f" WHERE i.resource_type = %s AND i.param = %s AND ({' OR '.join(alternatives)}))",
+        [resource_type, clause.parameter.code, *params],
     )
 
 

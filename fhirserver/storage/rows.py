@@ -35,12 +35,16 @@ INDEX_TABLES = {
     "references": ("fhir_index_reference", ("target_type", "target_id", "url")),
     "uris": ("fhir_index_uri", ("uri",)),
     "blinds": ("fhir_index_blind", ("digest",)),
+    "texts": ("fhir_index_text", ("document",)),
 }
+# Values the database computes from the one sent (search/fulltext.py); others are sent as they are.
+_PLACEHOLDERS = {"document": "to_tsvector('simple', %s)"}
 
 
 def _insert_index(table: str, columns: tuple[str, ...]) -> str:
     names = ", ".join(f'"{name}"' for name in ("resource_type", "resource_id", "param", *columns))
-    return f"INSERT INTO {table} ({names}) VALUES ({', '.join(['%s'] * (len(columns) + 3))})"
+    values = ", ".join(["%s"] * 3 + [_PLACEHOLDERS.get(name, "%s") for name in columns])
+    return f"INSERT INTO {table} ({names}) VALUES ({values})"
 
 
 INSERT_INDEX = {kind: _insert_index(table, columns) for kind, (table, columns) in INDEX_TABLES.items()}
