@@ -52,7 +52,7 @@ def extract(resource: dict) -> IndexRows:
 Component = tuple[str, Evaluate, dict[str, Converter], bool]  # (param, expression, converters, from root)
 # Observation's combo-* composites (base `Observation | Observation.component`) are the union of
 # the plain and the component-* ones, component for component: they get no rows of their own,
-# and a search reads both (composite.py). This saves a third of the composite rows.
+# and a search reads both (composite.py); their rows would double those of the other two.
 COMBINED = {
     "combo-code-value-quantity": ("code-value-quantity", "component-code-value-quantity"),
     "combo-code-value-concept": ("code-value-concept", "component-code-value-concept"),
