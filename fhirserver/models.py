@@ -6,6 +6,8 @@ policed by tenants.rls rather than declared here, so no query can forget it. All
 through fhirserver.storage.repository.
 """
 
+from django.contrib.postgres.indexes import GinIndex
+from django.contrib.postgres.search import SearchVectorField
 from django.db import models
 
 
@@ -60,6 +62,9 @@ class SearchIndex(models.Model):
     resource_type = models.CharField(max_length=64)
     resource_id = models.CharField(max_length=64)
     param = models.CharField(max_length=100)
+    # Rows of one occurrence of a composite parameter (or `near`) share a number, unique within
+    # the resource; NULL for rows of plain parameters (fhirserver.search.extraction).
+    composite = models.IntegerField(null=True)
 
     class Meta:
         abstract = True
@@ -169,6 +174,20 @@ class UriIndex(SearchIndex):
     uri = models.TextField()
 
     Meta = index_meta("fhir_index_uri", "uri")
+
+
+class TextIndex(SearchIndex):
+    """`_text` (narrative) and `_content` (every string) as tsvectors (search/fulltext.py);
+    never for types with encrypted elements."""
+
+    document = SearchVectorField()
+
+    class Meta:
+        db_table = "fhir_index_text"
+        indexes = [
+            GinIndex(fields=["document"], name="fhir_text_document"),
+            models.Index(fields=["resource_type", "resource_id"], name="fhir_text_resource"),
+        ]
 
 
 class BlindIndex(SearchIndex):

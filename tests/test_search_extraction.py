@@ -18,7 +18,8 @@ import pytest
 
 from fhirserver.registry import r4
 from fhirserver.search.expressions import ExpressionError, applies_to, compile_expression
-from fhirserver.search.extraction import CONVERTERS, EARLIEST, LATEST, IndexRows, extract, normalize
+from fhirserver.search.extraction import extract
+from fhirserver.search.index_values import CONVERTERS, EARLIEST, LATEST, IndexRows, normalize
 
 SYNTHEA = Path(__file__).resolve().parents[2] / "shared" / "data" / "synthea"
 

@@ -11,6 +11,7 @@ from django.http import HttpRequest, HttpResponse
 from fhirserver.api.endpoint import base_url
 from fhirserver.api.negotiation import fhir_response
 from fhirserver.registry import r4
+from fhirserver.search import fulltext
 from fhirserver.search.query import parameters_for
 from fhirserver.search.sql import SUPPORTED_TYPES
 from smart_auth.advertised import advertised
@@ -131,9 +132,11 @@ def _resource(resource_type: str) -> dict:
 
 
 def _search_params(resource_type: str) -> list[dict]:
-    """The parameters search evaluates: those of an indexed type with an expression, and _id."""
+    """The parameters search evaluates: those of an indexed type with an expression, _id, and
+    full text on the types without encrypted elements."""
+    text = fulltext.FULL_TEXT if fulltext.indexed(resource_type) else frozenset()
     return [
         {"name": code, "definition": sp.url, "type": sp.type}
         for code, sp in sorted(parameters_for(resource_type).items())
-        if sp.type in SUPPORTED_TYPES and (sp.expression or code == "_id")
+        if sp.type in SUPPORTED_TYPES and (sp.expression or code == "_id" or code in text)
     ]

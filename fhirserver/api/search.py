@@ -7,6 +7,7 @@ Unknown or unsupported parameters are ignored and listed in an OperationOutcome 
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from decimal import Decimal
 
@@ -18,6 +19,7 @@ from fhirserver.api import paging
 from fhirserver.api.authorization import access
 from fhirserver.api.bundles import bundle_response, ignored_parameters_entry, search_entry
 from fhirserver.api.endpoint import base_url
+from fhirserver.registry import r4
 from fhirserver.search import compartment, sorting, sql
 from fhirserver.search import query as search_query
 from fhirserver.search.includes import included, parse_includes
@@ -74,13 +76,17 @@ def compartment_search(
     resource_type: str,
     pairs: list[tuple[str, str]],
 ) -> HttpResponse:
-    """Patient/[id]/[type]?...: resources of that type in the patient's compartment."""
-    if compartment_type != "Patient":
-        raise errors.not_supported(f"Only the Patient compartment is supported, not {compartment_type}")
+    """[Compartment]/[id]/[type]?...: resources of that type in the compartment
+    (http://hl7.org/fhir/R4/compartmentdefinition.html#search): Patient, Encounter,
+    RelatedPerson, Practitioner or Device. The compartment's focal resource need not exist."""
+    if compartment_type not in r4().compartments:
+        raise errors.not_supported(
+            f"{compartment_type} is not a compartment (use one of {', '.join(sorted(r4().compartments))})"
+        )
     require_resource_type(resource_type)
-    if not compartment.in_types(resource_type):
-        raise errors.bad_request(f"{resource_type} is not in the Patient compartment")
-    condition = compartment.condition(resource_type, compartment_id)
+    if not compartment.in_types(resource_type, compartment_type):
+        raise errors.bad_request(f"{resource_type} is not in the {compartment_type} compartment")
+    condition = compartment.condition(resource_type, compartment_id, compartment_type)
     return search(request, resource_type, pairs, extra=[condition], interaction="search-compartment")
 
 
@@ -107,8 +113,18 @@ def _paged(request: HttpRequest, pairs, query: tuple, keys, cursor, limit: int) 
 
 
 def _page(resource_type: str, conditions: list[str], params: list, keys, cursor, limit: int) -> list[tuple]:
-    """One page: (id, content, sort values...). Ids and sort keys are found and ordered first;
-    the (often large) JSON is read for the page's rows only."""
+    """One page: (id, content, sort values...)."""
+    statement, statement_params = page_statement(resource_type, conditions, params, keys, cursor, limit)
+    with connection.cursor() as db:
+        db.execute(statement, statement_params)
+        return db.fetchall()
+
+
+def page_statement(
+    resource_type: str, conditions: list[str], params: list, keys, cursor, limit: int
+) -> tuple[str, list]:
+    """The SQL of one page (also EXPLAINed by bench/bench_scale.py). Ids and sort keys are found
+    and ordered first; the (often large) JSON is read for the page's rows only."""
     columns, key_params = sorting.select_keys(keys)
     where = " AND ".join(["r.resource_type = %s", "NOT r.deleted", *conditions])
     after, after_params = ("", [])
@@ -124,9 +140,7 @@ def _page(resource_type: str, conditions: list[str], params: list, keys, cursor,
         " JOIN fhir_resource r ON r.resource_type = %s AND r.resource_id = p.resource_id"
         f" {sorting.order_by(keys, prefix='p.')}"
     )
-    with connection.cursor() as db:
-        db.execute(statement, [*key_params, resource_type, *params, *after_params, limit, resource_type])
-        return db.fetchall()
+    return statement, [*key_params, resource_type, *params, *after_params, limit, resource_type]
 
 
 def _total(request: HttpRequest, resource_type: str, conditions: list[str], params: list) -> int | None:
@@ -137,6 +151,15 @@ def _total(request: HttpRequest, resource_type: str, conditions: list[str], para
         return None
     where = " AND ".join(["r.resource_type = %s", "NOT r.deleted", *conditions])
     with connection.cursor() as db:
+        if wanted == "estimate":
+            # The planner's row estimate of the same query (search.html#total: "estimate" may be
+            # inexact): costs planning only, however many resources match.
+            db.execute(
+                f"EXPLAIN (FORMAT JSON) SELECT 1 FROM fhir_resource r WHERE {where}", [resource_type, *params]
+            )
+            plan = db.fetchone()[0]
+            plan = json.loads(plan) if isinstance(plan, str) else plan
+            return int(plan[0]["Plan"]["Plan Rows"])
         db.execute(f"SELECT count(*) FROM fhir_resource r WHERE {where}", [resource_type, *params])
         return db.fetchone()[0]
 

@@ -1,5 +1,6 @@
 """The FHIR R4 (4.0.1) definitions the server runs on: resource types, their elements in
-definition order, required value sets, search parameters and the Patient compartment.
+definition order, required value sets, search parameters and the five compartments (Patient,
+Encounter, RelatedPerson, Practitioner, Device).
 
 Loaded once from r4.json.gz, which scripts/build_r4_definitions.py compiles from the official
 R4 definition bundles. Validation, XML, _summary/_elements, search indexing and the
@@ -73,9 +74,24 @@ class Registry:
         self.search_parameters: tuple[SearchParameterDefinition, ...] = tuple(
             _search_parameter(raw) for raw in document["searchParameters"]
         )
-        self.patient_compartment: dict[str, tuple[str, ...]] = {
-            name: tuple(params) for name, params in document["patientCompartment"].items()
+        self.search_parameters_by_url: dict[str, SearchParameterDefinition] = {
+            sp.url: sp for sp in self.search_parameters
         }
+        # compartment type -> resource type -> the reference parameters that make a member
+        self.compartments: dict[str, dict[str, tuple[str, ...]]] = {
+            compartment: {name: tuple(params) for name, params in members.items()}
+            for compartment, members in document["compartments"].items()
+        }
+        self.patient_compartment: dict[str, tuple[str, ...]] = self.compartments["Patient"]
+
+    def components(self, parameter: SearchParameterDefinition) -> tuple[SearchParameterDefinition, ...]:
+        """The definitions of a composite's components, in the order of its values. R4 4.0.1's
+        DocumentReference-relationship names them crosswise (`relatesto`, a reference, for
+        `code`; `relation`, a token, for `target`): there the values' types decide."""
+        found = tuple(self.search_parameters_by_url[c["definition"]] for c in parameter.component)
+        if parameter.url.endswith("/DocumentReference-relationship"):
+            return found[::-1]
+        return found
 
     def is_resource_type(self, name: str) -> bool:
         return name in self.resource_types

@@ -27,8 +27,9 @@ from datetime import UTC, datetime, timedelta
 from functools import cache
 
 from fhirserver import errors
-from fhirserver.search.extraction import IndexRows, normalize
-from fhirserver.search.query import Clause, IdentifierTypeValue, RangeValue, TokenValue, parameters_for
+from fhirserver.search.index_values import IndexRows, normalize
+from fhirserver.search.query import Clause, parameters_for
+from fhirserver.search.values import IdentifierTypeValue, RangeValue, TokenValue
 from fhirserver.storage import keyring, phi
 
 MAX_PREFIX = 64  # characters of normalised text given prefix digests; longer queries are refused

@@ -1,10 +1,11 @@
-"""Membership of the Patient compartment (R4 CompartmentDefinition patient,
-http://hl7.org/fhir/R4/compartmentdefinition-patient.html), as SQL on the search index.
+"""Membership of the R4 compartments (http://hl7.org/fhir/R4/compartmentdefinition.html:
+Patient, Encounter, RelatedPerson, Practitioner, Device), as SQL on the search index.
 
-A resource is in patient P's compartment when one of the reference parameters the definition
-lists for its type points at Patient/P. The Patient resource itself is only in its own
-compartment here: the definition's `link` (other Patient records linked to it) is not followed,
-so no linked record is reached without its own authorization.
+A resource is in compartment C/X when one of the reference parameters C's definition lists for
+its type points at C/X. The focal resource itself is only in its own compartment here (when the
+definition lists its type at all, as `{def}` or Patient's `link`): Patient's `link` (other
+Patient records linked to it) is not followed, so no linked record is reached without its own
+authorization. Authorization (patient scopes, api/authorization.py) uses the Patient one.
 """
 
 from __future__ import annotations
@@ -12,20 +13,21 @@ from __future__ import annotations
 from fhirserver.registry import r4
 
 
-def in_types(resource_type: str) -> bool:
-    """Whether resources of this type can be in a patient's compartment."""
-    return bool(r4().patient_compartment.get(resource_type))
+def in_types(resource_type: str, compartment_type: str = "Patient") -> bool:
+    """Whether resources of this type can be in a compartment of `compartment_type`."""
+    return bool(r4().compartments.get(compartment_type, {}).get(resource_type))
 
 
-def condition(resource_type: str, patient_id: str) -> tuple[str, list]:
+def condition(resource_type: str, focal_id: str, compartment_type: str = "Patient") -> tuple[str, list]:
     """A condition on `r` (a fhir_resource row of `resource_type`, a type in_types): r is in
-    the compartment of Patient/patient_id."""
-    if resource_type == "Patient":
-        return "r.resource_id = %s", [patient_id]
+    the compartment of compartment_type/focal_id."""
+    if resource_type == compartment_type:
+        return "r.resource_id = %s", [focal_id]
+    params = [p for p in r4().compartments[compartment_type][resource_type] if p != "{def}"]
     return (
         "r.resource_id IN (SELECT c.resource_id FROM fhir_index_reference c WHERE c.resource_type = %s"
-        " AND c.param = ANY(%s) AND c.target_type = 'Patient' AND c.target_id = %s)",
-        [resource_type, list(r4().patient_compartment[resource_type]), patient_id],
+        " AND c.param = ANY(%s) AND c.target_type = %s AND c.target_id = %s)",
+        [resource_type, params, compartment_type, focal_id],
     )
 
 

@@ -88,6 +88,17 @@ def compile_expression(expression: str, resource_type: str) -> CompiledExpressio
     return CompiledExpression(expression, resource_type, types, keys, evaluate)
 
 
+@cache
+def compile_relative(expression: str, types: frozenset[str]) -> tuple[Evaluate, frozenset[str]]:
+    """Compile `expression` for input items of the given FHIR types: the components of a composite
+    parameter, whose expressions are relative to the composite's base element
+    (http://hl7.org/fhir/R4/searchparameter.html, SearchParameter.component.expression)."""
+    try:
+        return _compile(_parse(expression), types, False)
+    except ExpressionError as error:
+        raise ExpressionError(f"{error} in component expression: {expression}") from None
+
+
 def _root_keys(node: tuple, resource_type: str) -> frozenset[str] | None:
     """The top-level JSON properties `node` reads; None if it may yield values without them."""
     kind = node[0]
@@ -308,6 +319,9 @@ def _members(type_name: str) -> dict[str, tuple[tuple[str, str], ...]]:
 def _type_operator(
     kind: str, operand: tuple, type_name: str, types: frozenset[str], first: bool
 ) -> tuple[Evaluate, frozenset[str]]:
+    lowered = type_name[:1].lower() + type_name[1:]
+    if type_name not in r4().types and r4().is_primitive(lowered):
+        type_name = lowered  # FHIRPath's System.DateTime (Observation-code-value-date) is FHIR's dateTime
     if type_name not in r4().types and not r4().is_primitive(type_name):
         raise ExpressionError(f"unknown type {type_name!r}")
     if kind == "ofType" and operand[0] == "path" and operand[2][0] == "name":

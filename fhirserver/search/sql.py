@@ -15,32 +15,13 @@ statistics (autovacuum): without any, every estimate is one row and the nested l
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 
-from fhirserver.search import blind
-from fhirserver.search.extraction import normalize
-from fhirserver.search.query import (
-    Chain,
-    Clause,
-    Criterion,
-    IdentifierTypeValue,
-    RangeValue,
-    ReferenceValue,
-    ReverseChain,
-    TokenValue,
-)
+from fhirserver.search import blind, composite, fulltext
+from fhirserver.search.conditions import TABLES, value_condition
+from fhirserver.search.query import Chain, Clause, Criterion, ReverseChain
 
-TABLES = {
-    "token": "fhir_index_token",
-    "string": "fhir_index_string",
-    "date": "fhir_index_date",
-    "number": "fhir_index_number",
-    "quantity": "fhir_index_quantity",
-    "reference": "fhir_index_reference",
-    "uri": "fhir_index_uri",
-}
-SUPPORTED_TYPES = frozenset(TABLES)
+# composite: every R4 composite; special: `near` only (the others have no expression).
+SUPPORTED_TYPES = frozenset({*TABLES, "composite", "special"})
 
 
 # (resource type, alias) -> a condition on that alias limiting which resources of the type a
@@ -119,6 +100,10 @@ def _matching_ids(
 
 def _clause(resource_type: str, clause: Clause, alias: str) -> tuple[str, list]:
     code = clause.parameter.code
+    if clause.parameter.type in ("composite", "special"):
+        return composite.condition(resource_type, clause, alias)
+    if code in fulltext.FULL_TEXT:
+        return _full_text(resource_type, clause, alias)
     table = "fhir_index_blind" if blind.is_blind(resource_type, code) else TABLES[clause.parameter.type]
     if clause.modifier == "missing":
         negate = "NOT " if clause.values[0] else ""
@@ -133,9 +118,11 @@ def _clause(resource_type: str, clause: Clause, alias: str) -> tuple[str, list]:
         return _blind_clause(resource_type, clause, alias)
     if clause.modifier == "of-type":
         table = "fhir_index_identifier_type"
+    if clause.modifier == "identifier":  # Reference.identifier, as token rows (extraction._reference)
+        table, code = "fhir_index_token", f"{code}:identifier"
     alternatives, params = [], []
     for value in clause.values:
-        sql, value_params = _value(clause, value)
+        sql, value_params = value_condition(clause, value)
         alternatives.append(f"({sql})")
         params += value_params
     negate = "NOT " if clause.modifier == "not" else ""
@@ -143,6 +130,19 @@ def _clause(resource_type: str, clause: Clause, alias: str) -> tuple[str, list]:
         f"{alias}.resource_id {negate}IN (SELECT i.resource_id FROM {table} i"
         f" WHERE i.resource_type = %s AND i.param = %s AND ({' OR '.join(alternatives)}))",
         [resource_type, code, *params],
+    )
+
+
+def _full_text(resource_type: str, clause: Clause, alias: str) -> tuple[str, list]:
+    alternatives, params = [], []
+    for value in clause.values:
+        sql, value_params = fulltext.condition(value)
+        alternatives.append(f"({sql})")
+        params += value_params
+    return (
+        f"{alias}.resource_id IN (SELECT i.resource_id FROM fhir_index_text i"
+        f" WHERE i.resource_type = %s AND i.param = %s AND ({' OR '.join(alternatives)}))",
+        [resource_type, clause.parameter.code, *params],
     )
 
 
@@ -158,117 +158,3 @@ def _blind_clause(resource_type: str, clause: Clause, alias: str) -> tuple[str, 
             [blind.value_digest(clause, value) for value in clause.values],
         ],
     )
-
-
-def _value(clause: Clause, value: object) -> tuple[str, list]:
-    kind = clause.parameter.type
-    if kind == "token":
-        return _token(clause.modifier, value)
-    if kind == "string":
-        return _string(clause.modifier, value)
-    if kind == "uri":
-        return _uri(clause.modifier, value)
-    if kind == "reference":
-        return _reference(clause.modifier, value)
-    if kind == "date":
-        return _date(value)
-    return _number(value, quantity=kind == "quantity")
-
-
-def like_prefix(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-
-
-def _token(modifier: str | None, value: object) -> tuple[str, list]:
-    if modifier == "text":
-        return "lower(i.text) LIKE %s", [like_prefix(normalize(value)) + "%"]
-    if isinstance(value, IdentifierTypeValue):
-        system = "i.type_system = %s" if value.type_system else "TRUE"
-        params = [value.type_system] if value.type_system else []
-        return f"{system} AND i.type_code = %s AND i.value = %s", [*params, value.type_code, value.value]
-    assert isinstance(value, TokenValue)
-    if value.any_system:
-        return "i.code = %s", [value.code]
-    if value.code is None:
-        return "i.system = %s", [value.system]
-    if value.system is None:
-        return "i.system IS NULL AND i.code = %s", [value.code]
-    return "i.system = %s AND i.code = %s", [value.system, value.code]
-
-
-def _string(modifier: str | None, value: str) -> tuple[str, list]:
-    if modifier == "exact":
-        return "i.original = %s", [value]
-    if modifier == "contains":
-        return "i.normalized LIKE %s", ["%" + like_prefix(normalize(value)) + "%"]
-    return "i.normalized LIKE %s", [like_prefix(normalize(value)) + "%"]
-
-
-def _uri(modifier: str | None, value: str) -> tuple[str, list]:
-    if modifier == "below":
-        return "i.uri LIKE %s", [like_prefix(value) + "%"]
-    if modifier == "above":
-        return "%s LIKE replace(replace(i.uri, '%%', '\\%%'), '_', '\\_') || '%%'", [value]
-    return "i.uri = %s", [value]
-
-
-def _reference(modifier: str | None, value: ReferenceValue) -> tuple[str, list]:
-    if value.target_id is None:
-        return "i.url = %s", [value.url]
-    conditions, params = ["i.target_id = %s"], [value.target_id]
-    if value.target_type:
-        conditions.append("i.target_type = %s")
-        params.append(value.target_type)
-    sql = " AND ".join(conditions)
-    if value.url:  # an absolute URL naming Type/id matches either form
-        return f"({sql}) OR i.url = %s", [*params, value.url]
-    return sql, params
-
-
-def _date(value: RangeValue) -> tuple[str, list]:
-    """Ranges are [start, end); comparisons per search.html#prefix."""
-    start, end = value.low, value.high
-    contained = "(i.start >= %s AND i.end <= %s)"
-    formulas = {
-        "eq": (contained, [start, end]),
-        "ne": (f"NOT {contained}", [start, end]),
-        "gt": ("i.end > %s", [end]),
-        "lt": ("i.start < %s", [start]),
-        "ge": (f"(i.end > %s OR {contained})", [end, start, end]),
-        "le": (f"(i.start < %s OR {contained})", [start, start, end]),
-        "sa": ("i.start >= %s", [end]),
-        "eb": ("i.end <= %s", [start]),
-    }
-    if value.prefix == "ap":
-        slack = _approximation(start)
-        return "(i.start < %s AND i.end > %s)", [end + slack, start - slack]
-    return formulas[value.prefix]
-
-
-def _approximation(moment: datetime) -> timedelta:
-    """`ap`: 10% of the distance from now (search.html#prefix), at least a day."""
-    return max(abs(datetime.now(UTC) - moment) / 10, timedelta(days=1))
-
-
-def _number(value: RangeValue, quantity: bool) -> tuple[str, list]:
-    number: Decimal = value.value
-    formulas = {
-        "eq": ("i.value >= %s AND i.value < %s", [value.low, value.high]),
-        "ne": ("NOT (i.value >= %s AND i.value < %s)", [value.low, value.high]),
-        "gt": ("i.value > %s", [number]),
-        "lt": ("i.value < %s", [number]),
-        "ge": ("i.value >= %s", [number]),
-        "le": ("i.value <= %s", [number]),
-        "sa": ("i.value > %s", [number]),
-        "eb": ("i.value < %s", [number]),
-        "ap": ("i.value >= %s AND i.value <= %s", [number - abs(number) / 10, number + abs(number) / 10]),
-    }
-    sql, params = formulas[value.prefix]
-    if quantity and value.code:
-        if value.system:
-            sql += " AND i.system = %s AND i.code = %s"
-            params = [*params, value.system, value.code]
-        else:
-            sql += " AND (i.code = %s OR i.unit = %s)"
-            params = [*params, value.code, value.code]
-    return sql, params

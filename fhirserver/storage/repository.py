@@ -24,7 +24,8 @@ from django.db import connection, transaction
 from fhirserver import errors
 from fhirserver.registry import r4
 from fhirserver.search import blind, criteria
-from fhirserver.search.extraction import IndexRows, extract
+from fhirserver.search.extraction import extract
+from fhirserver.search.index_values import IndexRows
 from fhirserver.storage import phi
 from fhirserver.storage.rows import RowWriter
 from fhirserver.storage.stored import StoredResource

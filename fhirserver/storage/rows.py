@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from django.db import connection, transaction
 
-from fhirserver.search.extraction import IndexRows
+from fhirserver.search.index_values import IndexRows
 from fhirserver.storage.stored import StoredResource
 
 INSERT_VERSION = (
@@ -35,15 +35,23 @@ INDEX_TABLES = {
     "references": ("fhir_index_reference", ("target_type", "target_id", "url")),
     "uris": ("fhir_index_uri", ("uri",)),
     "blinds": ("fhir_index_blind", ("digest",)),
+    "texts": ("fhir_index_text", ("document",)),
 }
+# Values the database computes from the one sent (search/fulltext.py); others are sent as they are.
+_PLACEHOLDERS = {"document": "to_tsvector('simple', %s)"}
 
 
 def _insert_index(table: str, columns: tuple[str, ...]) -> str:
     names = ", ".join(f'"{name}"' for name in ("resource_type", "resource_id", "param", *columns))
-    return f"INSERT INTO {table} ({names}) VALUES ({', '.join(['%s'] * (len(columns) + 3))})"
+    values = ", ".join(["%s"] * 3 + [_PLACEHOLDERS.get(name, "%s") for name in columns])
+    return f"INSERT INTO {table} ({names}) VALUES ({values})"
 
 
 INSERT_INDEX = {kind: _insert_index(table, columns) for kind, (table, columns) in INDEX_TABLES.items()}
+# Rows of composite groups: the same tables with the group number last.
+INSERT_COMPONENT = {
+    kind: _insert_index(table, (*columns, "composite")) for kind, (table, columns) in INDEX_TABLES.items()
+}
 DELETE_INDEX = [
     f"DELETE FROM {table} WHERE resource_type = %s AND resource_id = %s" for table, _ in INDEX_TABLES.values()
 ]
@@ -57,6 +65,7 @@ class RowWriter:
         self.currents: list[tuple] = []
         self.replaced: list[tuple[str, str]] = []
         self.index: dict[str, list[tuple]] = {kind: [] for kind in INDEX_TABLES}
+        self.components: dict[str, list[tuple]] = {kind: [] for kind in INDEX_TABLES}
 
     def add(
         self,
@@ -86,6 +95,8 @@ class RowWriter:
     def _add_index(self, key: tuple[str, str], rows: IndexRows) -> None:
         for kind, target in self.index.items():
             target += [(*key, *values) for values in getattr(rows, kind)]
+        for kind, group, values in rows.components:
+            self.components[kind].append((*key, *values, group))
 
     def flush(self) -> None:
         if not (self.versions or self.replaced):
@@ -100,4 +111,7 @@ class RowWriter:
             for kind, rows in self.index.items():
                 if rows:
                     cursor.executemany(INSERT_INDEX[kind], rows)
+            for kind, rows in self.components.items():
+                if rows:
+                    cursor.executemany(INSERT_COMPONENT[kind], rows)
         self.__init__()
