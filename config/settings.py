@@ -227,9 +227,10 @@ FHIR_SERVER_RELEASE_DATE = "2026-11-21"
 AUDIT_ENABLED = env_bool("AUDIT_ENABLED", True)
 
 # Field-level encryption (fhirserver/storage/phi.py): per resource type, the top-level elements
-# stored AES-256-GCM encrypted: True for the whole element, or the identifier systems and
-# identifier type codes (v2-0203) whose items are. Search parameters reading these elements
-# are answered from blind indexes (fhirserver/search/blind.py). Off only for measuring its cost.
+# stored AES-256-GCM encrypted: True for the whole element, or which items of a repeating one
+# are: identifiers by system or type code (v2-0203), extensions by url. Search parameters
+# reading these elements are answered from blind indexes (fhirserver/search/blind.py). Off only
+# for measuring its cost.
 PHI_ENCRYPTION_ENABLED = env_bool("PHI_ENCRYPTION_ENABLED", True)
 _SSN_LIKE = {
     "systems": [
@@ -245,7 +246,17 @@ _SSN_LIKE = {
         "TAX",
     ],  # social security, social beneficiary, licence, passport, tax
 }
+# Extensions (US Core and core) that carry direct identifiers: the mother's maiden name, the
+# birth place (an address).
+_IDENTIFYING_EXTENSIONS = {
+    "urls": [
+        "http://hl7.org/fhir/StructureDefinition/patient-mothersMaidenName",
+        "http://hl7.org/fhir/StructureDefinition/patient-birthPlace",
+    ]
+}
 _PERSON_PHI = {
+    "text": True,  # an EHR's narrative of a person names them
+    "extension": _IDENTIFYING_EXTENSIONS,
     "name": True,
     "birthDate": True,
     "telecom": True,

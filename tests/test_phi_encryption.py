@@ -167,6 +167,14 @@ def test_the_database_holds_no_plaintext_phi(fhir, owner_db):
         "identifier": [{"system": SSN, "value": ssn}, {"system": "urn:mrn", "value": mrn}],
         "telecom": [{"system": "phone", "value": phone}],
         "address": [{"line": [f"1 {secret} Street"], "postalCode": "90210"}],
+        "text": {"status": "generated", "div": f'<div xmlns="http://www.w3.org/1999/xhtml">{family}</div>'},
+        "extension": [
+            {
+                "url": "http://hl7.org/fhir/StructureDefinition/patient-mothersMaidenName",
+                "valueString": secret,
+            },
+            {"url": "http://example.org/not-identifying", "valueString": "kept"},
+        ],
     }
     created = fhir.post("/Patient", json=patient).json()
     pid = created["id"]
@@ -183,6 +191,7 @@ def test_the_database_holds_no_plaintext_phi(fhir, owner_db):
         for plaintext in (family, given, ssn, phone, "1961-07-29", "1961-07-30", secret, "90210"):
             assert plaintext not in content
         assert '"gender":"female"' in content and mrn in content  # not PHI by the policy
+        assert '"valueString":"kept"' in content
     for table, column in (
         ("fhir_index_string", "original"),
         ("fhir_index_token", "code"),
@@ -205,7 +214,9 @@ def test_the_database_holds_no_plaintext_phi(fhir, owner_db):
     )
 
     # Every read path serves the plaintext: read, vread, history, search, $everything.
-    assert fhir.get(f"/Patient/{pid}").json()["name"][0]["family"] == family
+    served = fhir.get(f"/Patient/{pid}").json()
+    assert served["name"][0]["family"] == family
+    assert served["extension"] == patient["extension"] and family in served["text"]["div"]
     assert fhir.get(f"/Patient/{pid}/_history/1").json()["birthDate"] == "1961-07-29"
     history = fhir.get(f"/Patient/{pid}/_history").json()
     assert [e["resource"]["birthDate"] for e in history["entry"]] == ["1961-07-30", "1961-07-29"]

@@ -25,7 +25,8 @@ log = logging.getLogger(__name__)
 
 
 def encrypted_elements(resource_type: str) -> dict[str, object]:
-    """element -> True (all of it) or an item filter {"systems": [...], "type_codes": [...]}."""
+    """element -> True (all of it) or an item filter {"systems": [...], "type_codes": [...],
+    "urls": [...]} (identifiers by system or type code, extensions by url)."""
     return settings.PHI_ENCRYPTED_ELEMENTS.get(resource_type, {})
 
 
@@ -40,7 +41,7 @@ def _associated(resource_type: str, resource_id: str, path: str) -> bytes:
 def _item_selected(item: object, rule: dict) -> bool:
     if not isinstance(item, dict):
         return False
-    if item.get("system") in rule.get("systems", ()):
+    if item.get("system") in rule.get("systems", ()) or item.get("url") in rule.get("urls", ()):
         return True
     codings = (item.get("type") or {}).get("coding") or []
     return any(coding.get("code") in rule.get("type_codes", ()) for coding in codings)
