@@ -119,12 +119,7 @@ def _blind_search_at_scale(context: BenchContext, count: int) -> None:
         f"loaded {count:,} encrypted patients in {elapsed:.0f} s ({count / elapsed:,.0f} patients/s);"
         f" {loaded.stdout.strip() or loaded.stderr[-300:]}"
     )
-    with psycopg.connect(context.owner_url, autocommit=True) as db:
-        # What autovacuum does in time: mark the pages all-visible, or index-only scans of the
-        # blind index still visit the heap for every match (docs/operations.md, "Loading data").
-        started = time.perf_counter()
-        db.execute(f"VACUUM (ANALYZE) {tenant}.fhir_index_blind, {tenant}.fhir_resource")
-        print(f"VACUUM (ANALYZE) of the blind index and resources: {time.perf_counter() - started:.1f} s")
+    with psycopg.connect(context.owner_url) as db:
         rows, size = db.execute(
             f"SELECT count(*), pg_size_pretty(pg_total_relation_size('{tenant}.fhir_index_blind'))"
             f" FROM {tenant}.fhir_index_blind"

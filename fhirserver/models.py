@@ -196,13 +196,4 @@ class BlindIndex(SearchIndex):
 
     digest = models.BinaryField()
 
-    class Meta:
-        db_table = "fhir_index_blind"
-        indexes = [
-            # resource_id in the key: a look-up is an index-only scan (a prefix such as `name=smi`
-            # matches thousands of rows, and fetching each from the heap cost 10x more).
-            models.Index(
-                fields=["resource_type", "param", "digest", "resource_id"], name="fhir_blind_lookup"
-            ),
-            models.Index(fields=["resource_type", "resource_id"], name="fhir_blind_resource"),
-        ]
+    Meta = index_meta("fhir_index_blind", "digest")

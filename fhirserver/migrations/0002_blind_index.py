@@ -21,7 +21,7 @@ class Migration(migrations.Migration):
             ],
             options={
                 'db_table': 'fhir_index_blind',
-                'indexes': [models.Index(fields=['resource_type', 'param', 'digest', 'resource_id'], name='fhir_blind_lookup'), models.Index(fields=['resource_type', 'resource_id'], name='fhir_blind_resource')],
+                'indexes': [models.Index(fields=['resource_type', 'param', 'digest'], name='fhir_blind_lookup'), models.Index(fields=['resource_type', 'resource_id'], name='fhir_blind_resource')],
             },
         ),
         # Digests are many and skewed (a one-letter prefix is in every row, a full name in few):
