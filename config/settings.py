@@ -133,6 +133,7 @@ TENANT_APPS = [
     "access",
     "audit",
     "bulk",
+    "sync",
 ]
 INSTALLED_APPS = SHARED_APPS + [app for app in TENANT_APPS if app not in SHARED_APPS]
 
@@ -269,7 +270,7 @@ FHIR_MAX_BUNDLE_BYTES = int(env_str("FHIR_MAX_BUNDLE_MB", "128")) * 1024 * 1024
 DATA_UPLOAD_MAX_MEMORY_SIZE = max(FHIR_MAX_BODY_BYTES, FHIR_MAX_BUNDLE_BYTES)  # a backstop only
 
 # --- Background jobs (tenants/jobs.py): queues `manage.py worker` serves ---------------------------
-JOB_QUEUES = ["bulk.worker.QUEUE"]
+JOB_QUEUES = ["bulk.worker.QUEUE", "sync.runner.QUEUE"]
 WORKER_POLL_SECONDS = float(env_str("WORKER_POLL_SECONDS", "1"))  # idle: one query per tenant and queue
 
 # --- Bulk Data $export (bulk/): NDJSON files written by `manage.py worker` ------------------------
