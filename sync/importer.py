@@ -25,10 +25,14 @@ import uuid
 from dataclasses import dataclass
 
 import orjson
+from django.conf import settings
 from django.db import connection, transaction
 
+from audit import trail
+from audit.interactions import Interaction
 from fhirserver.storage.repository import Repository, now
 from fhirserver.validation import validate_resource
+from smart_auth.context import AuthContext
 from sync.models import Snapshot, SnapshotEntry
 from sync.strategies import Key, local_key
 
@@ -188,15 +192,40 @@ def store(snapshot: Snapshot, prepared: list[Prepared]) -> int:
         snapshot.status, snapshot.counts, snapshot.written = Snapshot.Status.COMPLETE, counts, written
         snapshot.finished = now()
         snapshot.save()
+        _audit(snapshot, prepared, written)
     return written
+
+
+def _audit(snapshot: Snapshot, prepared: list[Prepared], written: int) -> None:
+    """One AuditEvent per stored snapshot (operation $sync, action C, on the local Patient),
+    committed with it; the manifest lists every resource, so the event names the snapshot."""
+    if not settings.AUDIT_ENABLED:
+        return
+    link = snapshot.patient
+    patient = next(
+        (item.local for item in prepared if item.key == ("Patient", link.provider_patient_id)), None
+    )
+    interaction = Interaction(
+        subtype="operation", action="C", resource_type="Patient", operation="sync",
+        query=f"snapshot={snapshot.id}&resources={len(prepared)}&written={written}",
+    )  # fmt: skip
+    agent = AuthContext(user=None, client_id=f"sync:{link.provider.name}")
+    patients, references = ({patient}, [f"Patient/{patient}"]) if patient else (set(), [])
+    trail.record_job(connection.tenant.slug, interaction, agent, patients, references, str(snapshot.id))
+
+
+def _keys(prepared: list[Prepared]) -> list[list[str]]:
+    """Types and ids as two arrays, for `(type, id) IN (SELECT * FROM unnest(..))`: the
+    primary key (and the manifest's index) then serve the look-up."""
+    return [[item.key[0] for item in prepared], [item.local for item in prepared]]
 
 
 def _current_versions(prepared: list[Prepared]) -> dict[Key, tuple[int, bool]]:
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT resource_type, resource_id, version_id, deleted FROM fhir_resource"
-            " WHERE resource_id = ANY(%s)",
-            [[item.local for item in prepared]],
+            " WHERE (resource_type, resource_id) IN (SELECT * FROM unnest(%s::text[], %s::text[]))",
+            _keys(prepared),
         )
         return {(row[0], row[1]): (row[2], row[3]) for row in cursor.fetchall()}
 
@@ -208,7 +237,8 @@ def _previous_hashes(prepared: list[Prepared]) -> dict[Key, tuple[int, str]]:
             "SELECT DISTINCT ON (e.resource_type, e.resource_id) e.resource_type, e.resource_id,"
             " e.version_id, e.content_hash FROM sync_snapshot_entry e"
             " JOIN sync_snapshot s ON s.id = e.snapshot_id AND s.status = 'complete'"
-            " WHERE e.resource_id = ANY(%s) ORDER BY e.resource_type, e.resource_id, s.finished DESC",
-            [[item.local for item in prepared]],
+            " WHERE (e.resource_type, e.resource_id) IN (SELECT * FROM unnest(%s::text[], %s::text[]))"
+            " ORDER BY e.resource_type, e.resource_id, s.finished DESC",
+            _keys(prepared),
         )
         return {(row[0], row[1]): (row[2], row[3]) for row in cursor.fetchall()}

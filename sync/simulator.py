@@ -72,6 +72,7 @@ class Credentials:
 class Dataset:
     resources: dict[tuple[str, str], dict] = field(default_factory=dict)
     patient_of: dict[tuple[str, str], str] = field(default_factory=dict)
+    by_patient: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
 
     @classmethod
     def load(cls, patients: tuple[str, ...] = LIGHT_PATIENTS, id_prefix: str = "") -> Dataset:
@@ -108,10 +109,11 @@ class Dataset:
             data.resources[key] = resource
             if owner is not None:
                 data.patient_of[key] = id_prefix + owner
+                data.by_patient.setdefault(id_prefix + owner, []).append(key)
         return data
 
     def compartment(self, patient: str) -> list[dict]:
-        return [self.resources[key] for key, owner in self.patient_of.items() if owner == patient]
+        return [self.resources[key] for key in self.by_patient.get(patient, ())]
 
 
 def _bundle(path: Path) -> dict:

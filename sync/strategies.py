@@ -189,6 +189,7 @@ class Crawl:
             kind, ident = resource.get("resourceType"), resource.get("id")
             if isinstance(kind, str) and isinstance(ident, str) and r4().is_resource_type(kind):
                 self.found[(kind, ident)] = resource
+            self.progress()  # at most once a second (the runner's), also while paging $everything
 
     def _parallel(self, tasks: list[Callable[[], None]]) -> None:
         """Run tasks on `concurrency` threads; the first failure fails the crawl (the rest are

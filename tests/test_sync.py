@@ -208,6 +208,12 @@ def test_generic_sync_of_two_patients_then_resync_writes_nothing(simulators, own
     ).fetchone()[0]
     assert f'"reference":"Patient/{local_patient}"' in content
     assert '"source":"' + simulator.base_url + "/Encounter/" in content
+    audited = owner_db.execute(
+        f"SELECT patients, action, event FROM {TENANT}.audit_record WHERE client_id = %s ORDER BY seq",
+        [f"sync:{provider}"],
+    ).fetchall()
+    assert len(audited) == 3 and audited[2][0] == [local_patient] and audited[2][1] == "C"
+    assert '"$sync"' in audited[2][2]
 
 
 def test_epic_searches_observations_by_category(simulators):
@@ -342,3 +348,46 @@ def test_sync_command_waits_and_fails_clearly(simulators):
     assert failed.returncode == 1
     assert "refused the refresh_token grant: HTTP 400 invalid_grant" in failed.stderr
     assert "revoked-4711" not in failed.stderr + failed.stdout
+
+
+def test_snapshot_endpoints_serve_the_complete_snapshot(simulators, fhir):
+    simulator = simulators(Behaviour())
+    link_id = link(add_provider(simulator), SMALL)
+    snapshot = sync(link_id)
+    assert snapshot.status == "complete"
+    listed = fhir.get("/$snapshots", params={"link": link_id})
+    assert listed.status_code == 200, listed.text
+    (only,) = listed.json()["parameter"]
+    assert {part["name"]: next(v for k, v in part.items() if k.startswith("value")) for part in only["part"]}[
+        "id"
+    ] == str(snapshot.id)
+    served = fhir.get("/$snapshot", params={"link": link_id}, headers={"Accept-Encoding": "gzip"})
+    assert served.status_code == 200 and served.headers["Content-Encoding"] == "gzip"
+    bundle = served.json()
+    assert bundle["type"] == "collection" and bundle["id"] == str(snapshot.id)
+    assert Counter(e["resource"]["resourceType"] for e in bundle["entry"]) == Counter(snapshot.counts)
+    with in_alpha():
+        patient = LinkedPatient.objects.get(id=link_id).local_patient_id
+    assert any(
+        e["resource"]["id"] == patient and "name" in e["resource"] for e in bundle["entry"]
+    )  # revealed
+    everything = fhir.get(f"/Patient/{patient}/$everything", params={"_count": 1000}).json()
+    assert len(everything["entry"]) >= len(simulator.data.compartment(SMALL))
+    assert fhir.get("/$snapshot", params={"link": str(uuid.uuid4())}).status_code == 404
+    assert fhir.get("/$snapshot", params={"link": "nope"}).status_code == 400
+
+
+def test_snapshots_are_for_administrators_only():
+    from smart_auth.context import AuthContext
+    from sync.views import require_administrator
+
+    require_administrator(AuthContext(user=None, scopes=frozenset({"system/*.read"})))
+    require_administrator(AuthContext(user="a", roles=frozenset({"admin"}), scopes=frozenset({"user/*.rs"})))
+    for refused in (
+        AuthContext(user="d", scopes=frozenset({"user/*.read"})),
+        AuthContext(user=None, scopes=frozenset({"system/Observation.read"})),
+        AuthContext(user="p", scopes=frozenset({"patient/*.read"}), patient="1"),
+        None,
+    ):
+        with pytest.raises(Exception, match="Snapshots need"):
+            require_administrator(refused)
