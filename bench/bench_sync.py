@@ -42,8 +42,10 @@ def run(context: BenchContext) -> None:
                 f" {snapshot.requests} requests, {resources / seconds:,.0f} resources/s"
                 + (f", lower bound {bound:.1f} s ({seconds / bound - 1:+.0%})" if rpm else "")
             )
+            print(f"{'  its phases':<44} {snapshot.description}")
         again, seconds = _sync(context.tenant, link_id)
         print(f"{'re-sync unchanged (unlimited)':<44} {seconds:8.1f} s  {again.written} new versions")
+        print(f"{'  its phases':<44} {again.description}")
     finally:
         simulator.stop()
 

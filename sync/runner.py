@@ -38,8 +38,11 @@ def run_claimed(snapshot_id: object) -> None:
     snapshot = Snapshot.objects.select_related("patient__provider").get(id=snapshot_id)
     link = snapshot.patient
     provider = link.provider
-    Snapshot.objects.filter(id=snapshot.id).update(
-        started=now(), fetched=0, requests=0, retries=0, waited_seconds=0, description=""
+    # A rerun (its worker died) starts over: progress of the earlier attempt is reset.
+    snapshot.started, snapshot.fetched, snapshot.requests, snapshot.retries = now(), 0, 0, 0
+    snapshot.waited_seconds, snapshot.description = 0.0, ""
+    snapshot.save(
+        update_fields=["started", "fetched", "requests", "retries", "waited_seconds", "description"]
     )
     begun = time.monotonic()
     try:
@@ -51,22 +54,28 @@ def run_claimed(snapshot_id: object) -> None:
                 Limiter(provider.id, provider.requests_per_minute, db),
             )
             found = _crawl(snapshot, provider, link, client, db)
+        fetched = time.monotonic()
         prepared, changes = importer.prepare(provider.id, provider.base_url, found)
-        _record(snapshot, client, changes, begun)
+        prepared_at = time.monotonic()
+        _record(snapshot, client, changes)
         written = importer.store(snapshot, prepared)
+        Snapshot.objects.filter(id=snapshot.id).update(
+            description=f"fetched in {fetched - begun:.1f} s, prepared in {prepared_at - fetched:.1f} s,"
+            f" stored in {time.monotonic() - prepared_at:.1f} s; {len(changes)} normalisation changes"
+        )
         Provider.objects.filter(id=provider.id).update(learned=provider.learned)
         LinkedPatient.objects.filter(id=link.id).update(
             local_patient_id=importer.local_id(provider.id, "Patient", link.provider_patient_id)
         )
         logger.info("sync %s complete: %d resources, %d new versions", snapshot.id, len(prepared), written)
     except (FetchFailed, AuthFailed) as failure:
-        _fail(snapshot, str(failure), begun)
+        _fail(snapshot, str(failure))
     except errors.FhirError as refused:
         where = ", ".join(f"{issue.expression}: {issue.diagnostics}" for issue in refused.issues[:3])
-        _fail(snapshot, f"a resource was refused on storing ({where})", begun)
+        _fail(snapshot, f"a resource was refused on storing ({where})")
     except Exception:
         logger.exception("sync %s failed", snapshot.id)
-        _fail(snapshot, "the sync failed on the server (see the worker's log)", begun)
+        _fail(snapshot, "the sync failed on the server (see the worker's log)")
 
 
 def _crawl(
@@ -93,16 +102,13 @@ def _crawl(
     return crawl.run()
 
 
-def _record(snapshot: Snapshot, client: Client, changes: list[dict], begun: float) -> None:
+def _record(snapshot: Snapshot, client: Client, changes: list[dict]) -> None:
     stats = client.stats
     snapshot.fetched, snapshot.requests, snapshot.retries = stats.fetched, stats.requests, stats.retries
     snapshot.waited_seconds, snapshot.changes = stats.waited, changes
-    snapshot.description = (
-        f"fetched in {time.monotonic() - begun:.1f} s; {len(changes)} normalisation changes"
-    )
 
 
-def _fail(snapshot: Snapshot, description: str, begun: float) -> None:
+def _fail(snapshot: Snapshot, description: str) -> None:
     logger.warning("sync %s failed: %s", snapshot.id, description)
     Snapshot.objects.filter(id=snapshot.id, status=Snapshot.Status.RUNNING).update(
         status=Snapshot.Status.FAILED, description=description[:2000], finished=now()

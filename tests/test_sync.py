@@ -330,6 +330,7 @@ def test_killed_worker_leaves_no_partial_snapshot_and_the_next_run_completes(sim
         ids = list(SnapshotEntry.objects.filter(snapshot=snapshot).values_list("resource_id", flat=True))
     assert_complete(done, simulator, LARGER)
     assert done.attempts == 2 and versions_of(owner_db, ids) == len(ids)  # nothing written twice
+    assert done.started > killed.started and done.finished > done.started
 
 
 def test_sync_command_waits_and_fails_clearly(simulators):
