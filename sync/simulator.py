@@ -32,6 +32,9 @@ SYNTHEA = Path(__file__).resolve().parents[2] / "shared" / "data" / "synthea"
 SHARED_BUNDLES = (
     "blaze-synthea-2021/0-hospitalInformation1625911868739.json.gz",
     "blaze-synthea-2021/0-practitionerInformation1625911868739.json.gz",
+    # the three targets the heaviest patient's references need (data README, quirk 3)
+    "blaze-big-tx/0-missing-targets-1.json.gz",
+    "blaze-big-tx/0-missing-targets-2.json.gz",
 )
 LIGHT_PATIENTS = ("8a4c9c04-1524-9f1c-d65b-9b17e4520fef", "8708d3e1-f718-96bb-03f0-f2a6564ae1cd")
 
@@ -80,8 +83,11 @@ class Dataset:
         conditional references resolved to `Type/id` (unresolvable ones keep only their display)."""
         data = cls()
         entries: list[tuple[dict, str | None]] = []
-        for name in SHARED_BUNDLES:
-            entries += [(e["resource"], None) for e in _bundle(SYNTHEA / name)["entry"]]
+        for name in SHARED_BUNDLES:  # entries without an id take the one in their urn:uuid fullUrl
+            entries += [
+                ({"id": e["fullUrl"].rsplit(":", 1)[-1], **e["resource"]}, None)
+                for e in _bundle(SYNTHEA / name)["entry"]
+            ]
         for patient in patients:
             (path,) = SYNTHEA.glob(f"*/*{patient}.json.gz")
             entries += [(e["resource"], patient) for e in _bundle(path)["entry"]]

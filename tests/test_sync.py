@@ -195,6 +195,9 @@ def test_generic_sync_of_two_patients_then_resync_writes_nothing(simulators, own
         ids = list(
             SnapshotEntry.objects.filter(snapshot__in=first.values()).values_list("resource_id", flat=True)
         )
+        small = list(
+            SnapshotEntry.objects.filter(snapshot=first[SMALL]).values_list("resource_id", flat=True)
+        )
         local_patient = LinkedPatient.objects.get(id=links[SMALL]).local_patient_id
     before = versions_of(owner_db, ids)
     again = sync(links[SMALL])
@@ -204,7 +207,7 @@ def test_generic_sync_of_two_patients_then_resync_writes_nothing(simulators, own
     content = owner_db.execute(
         f"SELECT content FROM {TENANT}.fhir_resource"
         " WHERE resource_type = 'Encounter' AND resource_id = ANY(%s)",
-        [ids],
+        [small],
     ).fetchone()[0]
     assert f'"reference":"Patient/{local_patient}"' in content
     assert '"source":"' + simulator.base_url + "/Encounter/" in content
