@@ -120,23 +120,25 @@ def prepare(provider_id: object, base_url: str, found: dict[Key, dict]) -> tuple
             kept[key] = resource
     ids = {key: local_id(provider_id, *key) for key in kept}
 
-    def rewrite(value: object) -> object:
+    def rewrite(value: dict | list) -> None:
+        """In place: the resources are this function's own copies (normalise got a copy)."""
         if isinstance(value, dict):
-            result = {name: rewrite(item) for name, item in value.items()}
             reference = value.get("reference")
             target = local_key(reference, base_url) if isinstance(reference, str) else None
             if target is not None:
-                result["reference"] = (
+                value["reference"] = (
                     f"{target[0]}/{ids[target]}" if target in ids else f"{base_url}/{target[0]}/{target[1]}"
                 )
-            return result
-        if isinstance(value, list):
-            return [rewrite(item) for item in value]
-        return value
+            items = value.values()
+        else:
+            items = value
+        for item in items:
+            if isinstance(item, dict | list):
+                rewrite(item)
 
     prepared = []
     for key, resource in kept.items():
-        resource = rewrite(resource)
+        rewrite(resource)
         meta = {
             k: v for k, v in (resource.get("meta") or {}).items() if k not in ("versionId", "lastUpdated")
         }
