@@ -60,11 +60,11 @@ def parse(text: str) -> Connection:
     connection = Connection(base_url=urlunsplit((scheme, parts.netloc, parts.path.rstrip("/"), "", "")))
     for name in TEXT_PARAMETERS:
         setattr(connection, name, query.pop(name, ""))
-    connection.client_secret = query.pop("client_secret", "") or _read(query.pop("client_secret_path", ""))
+    secret_path = query.pop("client_secret_path", "")
+    connection.client_secret = query.pop("client_secret", "") or _read(secret_path)
     connection.private_key = _read(query.pop("private_key_path", ""))
     connection.jwt_alg = query.pop("jwt_alg", "RS384")
     connection.use_jwt_assertion = query.pop("use_jwt_assertion", "false").lower() in ("1", "true", "yes")
-    query.pop("client_secret_path", None)
     if query:
         raise InvalidConnection(f"unknown connection parameters: {', '.join(sorted(query))}")
     if connection.jwt_alg not in ("RS384", "ES384"):

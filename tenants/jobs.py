@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import connection
@@ -39,7 +39,7 @@ class Queue:
     waiting: str
     running: str
     run: Callable[[object], None]
-    every: Callable[[], None] | None = field(default=None)  # periodic upkeep, e.g. cleanup
+    every: Callable[[], None] | None = None  # periodic upkeep, e.g. cleanup
 
 
 def queues() -> list[Queue]:
