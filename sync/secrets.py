@@ -7,7 +7,7 @@ logs or raises with a value.
 
 from __future__ import annotations
 
-from django.db import models
+from django.db import models, transaction
 
 from fhirserver.storage import keyring
 
@@ -27,3 +27,31 @@ def get(row: models.Model, field: str) -> str:
     """The plaintext of `row.<field>`, or "" when it holds nothing."""
     token = getattr(row, field)
     return keyring.open_sealed(token, _associated(row, field)).decode() if token else ""
+
+
+def reseal_all() -> int:
+    """Re-seal every credential of the current tenant that is not under the current master key
+    (`rotate_phi_key` runs this), so that a retired key can be dropped. Rows are locked while
+    they are rewritten: a sync storing a rotated token meanwhile waits, then writes the newer one.
+    Returns how many values were re-sealed."""
+    from sync.models import LinkedPatient, Provider  # the models do not need this module
+
+    current = keyring.current_key_id()
+    done = 0
+    for model, fields in (
+        (Provider, ("client_secret", "private_key")),
+        (LinkedPatient, ("refresh_token", "access_token")),
+    ):
+        with transaction.atomic():
+            for row in model.objects.select_for_update().order_by("pk"):
+                stale = [
+                    name
+                    for name in fields
+                    if getattr(row, name) and keyring.sealed_key_id(getattr(row, name)) != current
+                ]
+                for name in stale:
+                    put(row, name, get(row, name))
+                if stale:
+                    row.save(update_fields=stale)
+                    done += len(stale)
+    return done

@@ -8,9 +8,11 @@ lightest Synthea patients (66 and 146 resources)."""
 
 from __future__ import annotations
 
+import base64
 import io
 import math
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -171,15 +173,15 @@ def test_credentials_are_sealed_in_the_database(simulators, owner_db, tmp_path):
     assert "file-secret-4711" not in rows[0] and "refresh-token-0815" not in rows[1]
     assert rows[2].startswith("phi:1:") and rows[3].startswith("phi:1:")
     # a sealed value moved to another row does not open there (bound to row and field)
-    from sync import secrets
+    from sync import secrets as sync_secrets
 
     with in_alpha():
         provider = Provider.objects.get(name=name)
-        assert secrets.get(provider, "client_secret") == "file-secret-4711"
+        assert sync_secrets.get(provider, "client_secret") == "file-secret-4711"
         other = LinkedPatient.objects.get(id=link_id)
         other.refresh_token = provider.client_secret
         with pytest.raises(Exception, match="does not belong"):
-            secrets.get(other, "refresh_token")
+            sync_secrets.get(other, "refresh_token")
 
 
 def test_generic_sync_of_two_patients_then_resync_writes_nothing(simulators, owner_db):
@@ -396,3 +398,32 @@ def test_snapshots_are_for_administrators_only():
     ):
         with pytest.raises(Exception, match="Snapshots need"):
             require_administrator(refused)
+
+
+def test_rotate_phi_key_reseals_sync_credentials(simulators, owner_db, unique_slug):
+    """In a tenant of its own: rotating alpha's key would leave the session's servers unable to read it."""
+    from fhirserver.storage import keyring
+
+    assert manage_command("create_tenant", unique_slug).returncode == 0
+    try:
+        simulator = simulators(Behaviour())
+        url = simulator.base_url.replace("http://", "fhir+http://")
+        url += f"?token_url={simulator.token_url}&client_id=sim-client&client_secret=sim-secret"
+        call_command("add_provider", "--tenant", unique_slug, "--name", "p", url, stdout=io.StringIO())
+        call_command(
+            "link_patient", "--tenant", unique_slug, "--provider", "p", "--provider-patient-id", SMALL,
+            "--refresh-token", "sim-refresh", stdout=io.StringIO(),
+        )  # fmt: skip
+        new_master = base64.b64encode(secrets.token_bytes(32)).decode()
+        rotating = {"PHI_MASTER_KEY": new_master, "PHI_RETIRED_MASTER_KEYS": os.environ["PHI_MASTER_KEY"]}
+        rotated = manage_command("rotate_phi_key", "--tenant", unique_slug, env=rotating)
+        assert rotated.returncode == 0, rotated.stderr
+        assert "and 2 sync credentials" in rotated.stdout
+        new_id = keyring.key_id(base64.b64decode(new_master))
+        sealed = owner_db.execute(
+            f"SELECT p.client_secret, l.refresh_token FROM {unique_slug}.sync_provider p"
+            f" JOIN {unique_slug}.sync_linked_patient l ON l.provider_id = p.id"
+        ).fetchone()
+        assert all(value.startswith(f"phi:1:{new_id}:") for value in sealed)
+    finally:
+        manage_command("delete_tenant", unique_slug, "--yes")
