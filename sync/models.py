@@ -34,6 +34,10 @@ class Provider(models.Model):
     audience = models.CharField(max_length=500, blank=True)
     requests_per_minute = models.PositiveIntegerField(default=0, help_text="0: no limit")
     concurrency = models.PositiveIntegerField(default=4)
+    resync_hours = models.PositiveIntegerField(
+        default=0,
+        help_text="queue a new snapshot of every linked patient this often (sync.schedule); 0: on demand",
+    )
     options = models.JSONField(default=dict, blank=True, help_text="strategy settings (sync.strategies)")
     learned = models.JSONField(default=dict, blank=True, help_text="what worked last time, per strategy")
     # The limiter's shared state (sync.limiter): the earliest moment the next request may start.

@@ -17,7 +17,7 @@ import httpx
 
 from fhirserver import errors
 from fhirserver.storage.repository import now
-from sync import importer
+from sync import importer, schedule
 from sync.auth import AuthFailed, TokenSource
 from sync.client import TIMEOUT, Client, FetchFailed
 from sync.limiter import Limiter
@@ -116,5 +116,9 @@ def _fail(snapshot: Snapshot, description: str) -> None:
 
 
 QUEUE = jobs.Queue(
-    table="sync_snapshot", waiting=Snapshot.Status.PENDING, running=Snapshot.Status.RUNNING, run=run_claimed
+    table="sync_snapshot",
+    waiting=Snapshot.Status.PENDING,
+    running=Snapshot.Status.RUNNING,
+    run=run_claimed,
+    every=schedule.queue_due,
 )

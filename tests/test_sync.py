@@ -19,6 +19,7 @@ import sys
 import time
 import uuid
 from collections import Counter
+from datetime import timedelta
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -427,3 +428,25 @@ def test_rotate_phi_key_reseals_sync_credentials(simulators, owner_db, unique_sl
         assert all(value.startswith(f"phi:1:{new_id}:") for value in sealed)
     finally:
         manage_command("delete_tenant", unique_slug, "--yes")
+
+
+def test_scheduled_resync_queues_due_links_once(simulators):
+    from sync import schedule
+
+    simulator = simulators(Behaviour())
+    provider = add_provider(simulator)
+    with in_alpha():
+        Provider.objects.filter(name=provider).update(resync_hours=6)
+    link_id = link(provider, SMALL)
+    first = sync(link_id)  # its own pending snapshot keeps the schedule from adding one
+    assert first.status == "complete"
+    with in_alpha():
+        assert Snapshot.objects.filter(patient_id=link_id).count() == 1
+        Snapshot.objects.filter(id=first.id).update(created=first.created - timedelta(hours=7))
+    assert schedule.queue_due() == 1
+    assert schedule.queue_due() == 0  # pending already
+    jobs.serve([QUEUE], poll_seconds=0.1, once=True)
+    with in_alpha():
+        runs = list(Snapshot.objects.filter(patient_id=link_id).order_by("created"))
+    assert [run.status for run in runs] == ["complete", "complete"] and runs[1].written == 0
+    assert schedule.queue_due() == 0  # fresh again

@@ -21,9 +21,21 @@ class Command(BaseCommand):
         parser.add_argument("connection", help="fhir://host/path?client_id=..&token_url=..")
         parser.add_argument("--rpm", type=int, default=0, help="requests per minute at most (0: no limit)")
         parser.add_argument("--concurrency", type=int, default=0, help="parallel requests (default by type)")
+        parser.add_argument(
+            "--resync-hours", type=int, default=0, help="re-sync every linked patient this often"
+        )
 
     def handle(
-        self, *args, tenant: str, name: str, type: str, connection: str, rpm: int, concurrency: int, **o
+        self,
+        *args,
+        tenant: str,
+        name: str,
+        type: str,
+        connection: str,
+        rpm: int,
+        concurrency: int,
+        resync_hours: int,
+        **o,
     ):
         try:
             parsed = connections.parse(connection)
@@ -36,7 +48,7 @@ class Command(BaseCommand):
                 setattr(provider, attribute, getattr(parsed, attribute))
             provider.use_jwt_assertion = parsed.use_jwt_assertion
             provider.scope, provider.audience = parsed.scope, parsed.audience
-            provider.requests_per_minute = max(rpm, 0)
+            provider.requests_per_minute, provider.resync_hours = max(rpm, 0), max(resync_hours, 0)
             provider.concurrency = (
                 concurrency if concurrency > 0 else (8 if type == Provider.Kind.CERNER else 4)
             )
