@@ -103,7 +103,9 @@ def _kind(interaction: Interaction | None) -> dict:
 
 def _agents(facts: Facts) -> list[dict]:
     context = facts.context
-    user: dict = {"requestor": True, "network": {"address": facts.source_ip, "type": "2"}}  # 2: IP address
+    user: dict = {"requestor": True}
+    if facts.source_ip:  # none for background jobs
+        user["network"] = {"address": facts.source_ip, "type": "2"}  # 2: IP address
     if context is not None:
         who: dict = {}
         if context.fhir_user:

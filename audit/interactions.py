@@ -45,6 +45,8 @@ _BY_VIEW = {
     # many resources at once); polling the status returns no patient data and is not recorded.
     ("export", None): ("operation", "E"),
     ("export_file", None): ("operation", "R"),
+    # A sync snapshot served as one Bundle (its list holds no patient data, like export status).
+    ("sync_snapshot", None): ("operation", "R"),
 }
 
 

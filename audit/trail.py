@@ -8,7 +8,9 @@ import dataclasses
 from django.http import HttpRequest, HttpResponse
 
 from audit import chain, events, interactions, patients
+from audit.interactions import Interaction
 from fhirserver.storage.repository import now
+from smart_auth.context import AuthContext
 
 BREAK_GLASS_HEADER = "X-Break-Glass"
 _MAX_REASON = 1000
@@ -30,6 +32,23 @@ def record(request: HttpRequest, response: HttpResponse, known_patients: set[str
     facts = dataclasses.replace(
         facts, references=references, patients=_patients(request, interaction, references) | known_patients
     )
+    _append(facts)
+
+
+def record_job(
+    tenant: str,
+    interaction: Interaction,
+    context: AuthContext,
+    patients: set[str],
+    references: list[str],
+    job: str,
+) -> None:
+    """What a background job did to patient data (a sync import), inside its transaction: no
+    request, so no address, and the job's id stands for the request id."""
+    facts = events.Facts(
+        tenant=tenant, status=200, interaction=interaction, context=context, source_ip="",
+        request_id=job, patients=patients, references=references, recorded=now(),
+    )  # fmt: skip
     _append(facts)
 
 

@@ -1,5 +1,5 @@
 """Bulk Data $export throughput: the whole Synthea set (62,721 resources) loaded into a fresh
-tenant, exported at system and Patient level through the HTTP kick-off and `manage.py export_worker --once`
+tenant, exported at system and Patient level through the HTTP kick-off and `manage.py worker --once`
 (a process of its own, so its peak RSS is the export's), three times; then once more with
 `manage.py export`. Memory should not grow with the data: compare the worker's peak RSS with
 an idle worker's (Django and the registry loaded, no job)."""
@@ -72,10 +72,10 @@ def _kick_off(url: str) -> str:
 
 
 def _worker() -> tuple[float, float]:
-    """Seconds and peak RSS (MB) of one `export_worker --once` process."""
+    """Seconds and peak RSS (MB) of one `worker --once` process."""
     started = time.perf_counter()
     process = subprocess.Popen(
-        [sys.executable, str(BASE_DIR / "manage.py"), "export_worker", "--once"],
+        [sys.executable, str(BASE_DIR / "manage.py"), "worker", "--once"],
         cwd=BASE_DIR,
         env=os.environ.copy(),
         stdout=subprocess.DEVNULL,

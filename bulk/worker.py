@@ -1,14 +1,8 @@
-"""The export queue and its worker (`manage.py export_worker`).
+"""The export queue (`manage.py worker` serves it): running a claimed job, and cleanup.
 
-The queue is the bulk_export table of each tenant schema, not a separate queue product: the job
-row already holds what the export selects and its progress, row-level security keeps it inside
-its tenant, and the runtime role can work it without grants on shared tables. A worker claims
-a job with a session-level advisory lock on its id (pg_try_advisory_lock), held while it runs:
-two workers never run one job, and when a worker dies, its connection closes, PostgreSQL drops
-the lock, and the next worker that polls takes the job over from its last checkpoint
-(bulk.writer). No heartbeat to tune, no lease to expire.
-
-Polling visits each active tenant once per EXPORT_WORKER_POLL_SECONDS with one indexed query.
+The queue is the bulk_export table of each tenant schema, claimed through tenants.jobs (advisory
+locks): when a worker dies, the next one takes the job over from its last checkpoint
+(bulk.writer).
 """
 
 from __future__ import annotations
@@ -27,13 +21,10 @@ from bulk.models import Export
 from bulk.selection import Selection
 from bulk.writer import write_notes, write_type
 from fhirserver.storage.repository import now
+from tenants import jobs
 from tenants.models import Tenant
 
 logger = logging.getLogger(__name__)
-
-CLEANUP_EVERY_SECONDS = 600
-_LOCK = "SELECT pg_try_advisory_lock(hashtextextended(%s, 0))"
-_UNLOCK = "SELECT pg_advisory_unlock(hashtextextended(%s, 0))"
 
 
 def directory_of(schema: str, export_id: object) -> Path:
@@ -51,65 +42,6 @@ def selection_of(export: Export) -> Selection:
         type_filters=export.type_filters,
         patients=export.patients,
     )
-
-
-def serve(once: bool = False) -> None:
-    """Run jobs as they come, until interrupted (or, with `once`, until none is waiting)."""
-    cleanup()
-    cleaned = time.monotonic()
-    while True:
-        ran = False
-        for tenant in Tenant.objects.filter(status=Tenant.Status.ACTIVE).order_by("schema_name"):
-            connection.set_tenant(tenant)
-            try:
-                ran = run_next() or ran
-            finally:
-                connection.set_schema_to_public()
-        if ran:
-            continue
-        if once:
-            return
-        if time.monotonic() - cleaned > CLEANUP_EVERY_SECONDS:
-            cleanup()
-            cleaned = time.monotonic()
-        time.sleep(settings.EXPORT_WORKER_POLL_SECONDS)
-
-
-def run_next() -> bool:
-    """Claim and run one waiting (or orphaned) job of the current tenant; False if none."""
-    export = _claim()
-    if export is None:
-        return False
-    try:
-        run(export, directory_of(connection.schema_name, export.id))
-    finally:
-        with connection.cursor() as db:
-            db.execute(_UNLOCK, [_key(export.id)])
-    return True
-
-
-def _claim() -> Export | None:
-    with connection.cursor() as db:
-        db.execute(
-            "SELECT id FROM bulk_export WHERE status IN ('queued', 'running') ORDER BY created LIMIT 20"
-        )
-        for (export_id,) in db.fetchall():
-            db.execute(_LOCK, [_key(export_id)])
-            if not db.fetchone()[0]:
-                continue  # another worker runs it
-            db.execute(
-                "UPDATE bulk_export SET status = 'running', attempts = attempts + 1"
-                " WHERE id = %s AND status IN ('queued', 'running') RETURNING id",
-                [export_id],
-            )
-            if db.fetchone():
-                return Export.objects.get(id=export_id)
-            db.execute(_UNLOCK, [_key(export_id)])  # finished or cancelled meanwhile
-    return None
-
-
-def _key(export_id: object) -> str:
-    return f"bulk_export:{export_id}"
 
 
 def run(export: Export, directory: Path) -> None:
@@ -189,3 +121,16 @@ def cleanup() -> None:
 
 def _json(value: object) -> str:
     return orjson.dumps(value).decode()
+
+
+def run_claimed(export_id: object) -> None:
+    run(Export.objects.get(id=export_id), directory_of(connection.schema_name, export_id))
+
+
+QUEUE = jobs.Queue(
+    table="bulk_export",
+    waiting=Export.Status.QUEUED,
+    running=Export.Status.RUNNING,
+    run=run_claimed,
+    every=cleanup,
+)

@@ -133,6 +133,7 @@ TENANT_APPS = [
     "access",
     "audit",
     "bulk",
+    "sync",
 ]
 INSTALLED_APPS = SHARED_APPS + [app for app in TENANT_APPS if app not in SHARED_APPS]
 
@@ -279,12 +280,15 @@ FHIR_MAX_BODY_BYTES = int(env_str("FHIR_MAX_BODY_MB", "1")) * 1024 * 1024
 FHIR_MAX_BUNDLE_BYTES = int(env_str("FHIR_MAX_BUNDLE_MB", "128")) * 1024 * 1024
 DATA_UPLOAD_MAX_MEMORY_SIZE = max(FHIR_MAX_BODY_BYTES, FHIR_MAX_BUNDLE_BYTES)  # a backstop only
 
-# --- Bulk Data $export (bulk/): NDJSON files written by `manage.py export_worker` ----------------
+# --- Background jobs (tenants/jobs.py): queues `manage.py worker` serves ---------------------------
+JOB_QUEUES = ["bulk.worker.QUEUE", "sync.runner.QUEUE"]
+WORKER_POLL_SECONDS = float(env_str("WORKER_POLL_SECONDS", "1"))  # idle: one query per tenant and queue
+
+# --- Bulk Data $export (bulk/): NDJSON files written by `manage.py worker` ------------------------
 EXPORT_DIR = Path(env_str("EXPORT_DIR", str(DATA_DIR / "exports"))).resolve()
 EXPORT_RETENTION_HOURS = float(env_str("EXPORT_RETENTION_HOURS", "24"))  # then files and job go
 EXPORT_FILE_MAX_RESOURCES = int(env_str("EXPORT_FILE_MAX_RESOURCES", "100000"))  # per NDJSON file
 EXPORT_BATCH_SIZE = int(env_str("EXPORT_BATCH_SIZE", "5000"))  # rows per statement and checkpoint
-EXPORT_WORKER_POLL_SECONDS = float(env_str("EXPORT_WORKER_POLL_SECONDS", "1"))
 
 # --- Rate limits (config/ratelimit.py): requests a minute per client and class; 0 = no limit ----
 # Generous by default, so that benchmarks and bulk clients are not throttled; operators lower them.

@@ -49,8 +49,8 @@ def main() -> int:
         cwd=ROOT,
         env={**os.environ, "PORT": port},
     )
-    # The Bulk Data $export worker (bulk/worker.py), beside the web server.
-    worker = subprocess.Popen([sys.executable, str(ROOT / "manage.py"), "export_worker"], cwd=ROOT)
+    # The background worker ($export and sync jobs, tenants/jobs.py), beside the web server.
+    worker = subprocess.Popen([sys.executable, str(ROOT / "manage.py"), "worker"], cwd=ROOT)
     try:
         return server.wait()
     except KeyboardInterrupt:

@@ -1,5 +1,5 @@
 """Bulk Data $export (bulk/) over real HTTP with Backend Services tokens, on a tenant loaded with
-the five smart-synthea-2019 patients; jobs run in `manage.py export_worker` subprocesses."""
+the five smart-synthea-2019 patients; jobs run in `manage.py worker` subprocesses."""
 
 from __future__ import annotations
 
@@ -81,7 +81,7 @@ def backend(bulk):
 
 
 def run_worker(**env: str) -> None:
-    result = manage_command("export_worker", "--once", env=env)
+    result = manage_command("worker", "--once", env=env)
     assert result.returncode == 0, result.stderr[-3000:]
 
 
@@ -304,13 +304,13 @@ def test_worker_killed_mid_export_resumes_without_duplicates(bulk, backend, owne
     table = f'"{bulk.slug}".bulk_export'
     row_lock = f"SELECT 1 FROM {table} WHERE id = %s FOR UPDATE"
     read_lock = f'LOCK TABLE "{bulk.slug}".fhir_resource_version IN ACCESS EXCLUSIVE MODE'
-    env = {**os.environ, "EXPORT_BATCH_SIZE": "50", "EXPORT_WORKER_POLL_SECONDS": "0.1"}
+    env = {**os.environ, "EXPORT_BATCH_SIZE": "50", "WORKER_POLL_SECONDS": "0.1"}
     url = os.environ["DATABASE_URL"]
     with psycopg.connect(url) as first, psycopg.connect(url) as reads, psycopg.connect(url) as second:
         reads.execute(read_lock)  # the first batch's read will wait
         first.execute(row_lock, [export_id])  # the claim will wait
         worker = subprocess.Popen(
-            [sys.executable, str(BASE_DIR / "manage.py"), "export_worker"], cwd=BASE_DIR, env=env,
+            [sys.executable, str(BASE_DIR / "manage.py"), "worker"], cwd=BASE_DIR, env=env,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         try:

@@ -19,6 +19,9 @@ urlpatterns = [
     re_path(rf"^(?P<resource_type>Group)/{ID}/\$export$", views.export, {"name": "export"}),
     re_path(rf"^\$export-status/{EXPORT}$", views.export_status),
     re_path(rf"^\$export-file/{EXPORT}/(?P<file_name>[A-Za-z_]+-[0-9]+\.ndjson)$", views.export_file),
+    # Sync snapshots (sync/views.py): a linked patient's list, and one complete snapshot as a Bundle.
+    path("$snapshots", views.sync_snapshots),
+    path("$snapshot", views.sync_snapshot, {"name": "snapshot"}),
     re_path(rf"^{TYPE}/\$(?P<name>validate|meta|everything)$", views.operation),
     re_path(rf"^{TYPE}/{ID}/\$(?P<name>validate|meta|meta-add|meta-delete|everything)$", views.operation),
     re_path(rf"^{TYPE}$", views.type_level),

@@ -21,6 +21,7 @@ from fhirserver.api import (
 )
 from fhirserver.api.endpoint import fhir_endpoint
 from fhirserver.operations import everything, meta, validate
+from sync import views as sync_views
 
 
 def _not_allowed(request: HttpRequest) -> errors.FhirError:
@@ -163,6 +164,17 @@ def export_status(request: HttpRequest, export_id: str) -> HttpResponse:
 @fhir_endpoint
 def export_file(request: HttpRequest, export_id: str, file_name: str) -> HttpResponse:
     return bulk.download(request, export_id, file_name)
+
+
+@fhir_endpoint
+def sync_snapshots(request: HttpRequest) -> HttpResponse:
+    return sync_views.listing(request)
+
+
+@fhir_endpoint
+def sync_snapshot(request: HttpRequest, name: str) -> HttpResponse:
+    """`name` is the operation, for the audit trail (serving a snapshot reads patient data)."""
+    return sync_views.bundle(request)
 
 
 def _pairs(query_dict) -> list[tuple[str, str]]:

@@ -73,18 +73,21 @@ def _index_key(schema: str) -> bytes:
     return _derive(settings.PHI_INDEX_KEY, b"blind-index", schema)
 
 
-def _schema() -> str:
-    schema = connection.schema_name
+def _schema(schema: str | None = None) -> str:
+    """The tenant whose keys apply: the connection's, unless a thread without it names one."""
+    schema = schema or connection.schema_name
     if not schema or schema == "public":
         raise RuntimeError("PHI keys are per tenant: no tenant is selected on this connection")
     return schema
 
 
-def seal(plaintext: bytes, associated: bytes) -> str:
+def seal(plaintext: bytes, associated: bytes, schema: str | None = None) -> str:
     """A ciphertext token of `plaintext` under the tenant's current key, bound to `associated`."""
     kid = current_key_id()
     nonce = os.urandom(NONCE_BYTES)
-    return f"{PREFIX}{kid}:{_b64(nonce + _cipher(kid, _schema()).encrypt(nonce, plaintext, associated))}"
+    return (
+        f"{PREFIX}{kid}:{_b64(nonce + _cipher(kid, _schema(schema)).encrypt(nonce, plaintext, associated))}"
+    )
 
 
 def is_sealed(value: object) -> bool:

@@ -9,6 +9,7 @@ from django.core.management.base import BaseCommand
 
 from fhirserver.storage import keyring
 from fhirserver.storage.repository import Repository
+from sync import secrets as sync_secrets
 from tenants.management.commands._tenant_command import in_tenant
 
 
@@ -35,10 +36,12 @@ class Command(BaseCommand):
 
         with in_tenant(tenant):
             done = Repository().reseal(progress, max_batches, batch_size)
+            credentials = sync_secrets.reseal_all()  # sync's provider and patient credentials
         sys.stderr.write("\n")
         elapsed = time.perf_counter() - started
         self.stdout.write(
             self.style.SUCCESS(
-                f"re-encrypted {done} versions under key {keyring.current_key_id()} in {elapsed:.1f}s"
+                f"re-encrypted {done} versions and {credentials} sync credentials"
+                f" under key {keyring.current_key_id()} in {elapsed:.1f}s"
             )
         )

@@ -1,0 +1,390 @@
+"""A provider simulator: Synthea patients served as an external FHIR API with a provider's quirks.
+
+For the tests and demos of sync (`manage.py simulate_provider`): a threaded HTTP server with a
+token endpoint (refresh_token and client_credentials grants, with a client secret or a JWT
+client assertion) and a FHIR API (metadata, read, search by patient with `next` paging and
+`_summary=count`, `Patient/[id]/$everything`). Behaviour switches reproduce what real providers
+do: Epic refuses Observation searches without `category`, Cerner's tokens are short and its
+answers slow, limits answer 429 with Retry-After, servers fail with transient 500s,
+`$everything` is missing or returns a part of the record, resources are slightly invalid, and
+two providers use the same ids. Shared resources (Organization, Location, Practitioner) are
+only reachable through the references to them. It keeps a log of every request it answered.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import json
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+import jwt
+
+from fhirserver.registry import r4
+
+SYNTHEA = Path(__file__).resolve().parents[2] / "shared" / "data" / "synthea"
+SHARED_BUNDLES = (
+    "blaze-synthea-2021/0-hospitalInformation1625911868739.json.gz",
+    "blaze-synthea-2021/0-practitionerInformation1625911868739.json.gz",
+    # the three targets the heaviest patient's references need (data README, quirk 3)
+    "blaze-big-tx/0-missing-targets-1.json.gz",
+    "blaze-big-tx/0-missing-targets-2.json.gz",
+)
+LIGHT_PATIENTS = ("8a4c9c04-1524-9f1c-d65b-9b17e4520fef", "8708d3e1-f718-96bb-03f0-f2a6564ae1cd")
+
+
+@dataclass
+class Behaviour:
+    everything: str = "ok"  # ok | missing | lying (answers only part of the record)
+    require_category: tuple[str, ...] = ()  # types whose search needs `category` (Epic: Observation)
+    token_seconds: int = 3600
+    delay_seconds: float = 0.0  # added to every FHIR answer
+    limit_per_window: int = 0  # requests per window beyond which 429 answers; 0: none
+    window_seconds: float = 60.0
+    fail_every: int = 0  # every n-th FHIR request answers 500; 0: never
+    invalid: bool = False  # some resources carry empty strings and bad dates
+    id_prefix: str = ""
+    page_size: int = 20
+
+    @classmethod
+    def named(cls, name: str, **overrides) -> Behaviour:
+        """Presets: generic, epic, cerner."""
+        presets = {
+            "generic": {},
+            "epic": {"require_category": ("Observation",), "everything": "missing"},
+            "cerner": {"token_seconds": 600, "delay_seconds": 0.05, "everything": "missing"},
+        }
+        return cls(**{**presets[name], **overrides})
+
+
+@dataclass
+class Credentials:
+    client_id: str = "sim-client"
+    client_secret: str = "sim-secret"  # noqa: S105 (the simulator's own test credential)
+    refresh_token: str = "sim-refresh"  # noqa: S105
+    public_key_pem: str = ""  # verifies JWT client assertions when set
+
+
+@dataclass
+class Dataset:
+    resources: dict[tuple[str, str], dict] = field(default_factory=dict)
+    patient_of: dict[tuple[str, str], str] = field(default_factory=dict)
+    by_patient: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, patients: tuple[str, ...] = LIGHT_PATIENTS, id_prefix: str = "") -> Dataset:
+        """The Synthea bundles of `patients` (ids) and the shared bundles, with `urn:uuid:` and
+        conditional references resolved to `Type/id` (unresolvable ones keep only their display)."""
+        data = cls()
+        entries: list[tuple[dict, str | None]] = []
+        for name in SHARED_BUNDLES:  # entries without an id take the one in their urn:uuid fullUrl
+            entries += [
+                ({"id": e["fullUrl"].rsplit(":", 1)[-1], **e["resource"]}, None)
+                for e in _bundle(SYNTHEA / name)["entry"]
+            ]
+        for patient in patients:
+            (path,) = SYNTHEA.glob(f"*/*{patient}.json.gz")
+            entries += [(e["resource"], patient) for e in _bundle(path)["entry"]]
+        types = {resource["id"]: resource["resourceType"] for resource, _ in entries}
+        by_identifier = {
+            f"{r['resourceType']}?identifier={i.get('system')}|{i.get('value')}": "/".join(
+                (r["resourceType"], r["id"])
+            )
+            for r, owner in entries
+            if owner is None
+            for i in r.get("identifier", [])
+        }
+
+        def resolve(reference: str) -> str | None:
+            if reference.startswith("urn:uuid:"):
+                target = reference[9:]
+                return f"{types[target]}/{target}" if target in types else None
+            if "?" in reference:
+                return by_identifier.get(reference)
+            return reference
+
+        for resource, owner in entries:
+            resource = _rewrite(resource, resolve, id_prefix)
+            key = (resource["resourceType"], resource["id"])
+            data.resources[key] = resource
+            if owner is not None:
+                data.patient_of[key] = id_prefix + owner
+                data.by_patient.setdefault(id_prefix + owner, []).append(key)
+        return data
+
+    def compartment(self, patient: str) -> list[dict]:
+        return [self.resources[key] for key in self.by_patient.get(patient, ())]
+
+
+def _bundle(path: Path) -> dict:
+    with gzip.open(path, "rb") as handle:
+        return json.load(handle)
+
+
+def _rewrite(value: object, resolve, prefix: str) -> object:
+    if isinstance(value, dict):
+        result = {k: _rewrite(v, resolve, prefix) for k, v in value.items()}
+        if isinstance(value.get("reference"), str) and not value["reference"].startswith("#"):
+            target = resolve(value["reference"])
+            if target is None:
+                del result["reference"]
+            else:
+                kind, _, ident = target.partition("/")
+                result["reference"] = f"{kind}/{prefix}{ident}"
+        if "resourceType" in value and "id" in value:
+            result["id"] = prefix + value["id"]
+        return result
+    if isinstance(value, list):
+        return [_rewrite(item, resolve, prefix) for item in value]
+    return value
+
+
+def spoil(resource: dict) -> dict:
+    """A slightly invalid copy, as real providers send: an empty string and a malformed date."""
+    spoiled = dict(resource, language="")
+    if resource["resourceType"] == "Observation":
+        spoiled["issued"] = "2021-13-45T99:00:00Z"
+    return spoiled
+
+
+class Simulator:
+    """The server: start it, point a provider at `base_url` and `token_url`, stop it."""
+
+    def __init__(
+        self, behaviour: Behaviour | None = None, credentials: Credentials | None = None,
+        data: Dataset | None = None, port: int = 0, host: str = "127.0.0.1",
+    ) -> None:  # fmt: skip
+        self.behaviour = behaviour or Behaviour()
+        self.credentials = credentials or Credentials()
+        self.data = data or Dataset.load(id_prefix=self.behaviour.id_prefix)
+        self.log: list[tuple[float, str, int]] = []  # (time, path, status) of every request
+        self._tokens: dict[str, float] = {}
+        self._assertions: set[str] = set()
+        self._lock = threading.Lock()
+        self._window: tuple[float, int] = (0.0, 0)
+        self._count = 0
+        self._httpd = ThreadingHTTPServer((host, port), _handler(self))
+        self._httpd.daemon_threads = True
+        self.url = f"http://{host}:{self._httpd.server_address[1]}"
+        self.base_url, self.token_url = self.url + "/fhir", self.url + "/token"
+
+    def start(self) -> Simulator:
+        threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+    def expire_tokens(self) -> None:
+        with self._lock:
+            self._tokens.clear()
+
+    # ----- token endpoint ------------------------------------------------------------------
+    def token(self, form: dict[str, str], authorization: str) -> tuple[int, dict]:
+        if not self._client_authenticated(form, authorization):
+            return 401, {"error": "invalid_client"}
+        grant = form.get("grant_type")
+        if grant == "refresh_token" and form.get("refresh_token") != self.credentials.refresh_token:
+            return 400, {"error": "invalid_grant"}
+        if grant not in ("refresh_token", "client_credentials"):
+            return 400, {"error": "unsupported_grant_type"}
+        token = secrets.token_urlsafe(24)
+        with self._lock:
+            self._tokens[token] = time.time() + self.behaviour.token_seconds
+        return 200, {
+            "access_token": token,
+            "token_type": "Bearer",
+            "expires_in": self.behaviour.token_seconds,
+        }
+
+    def _client_authenticated(self, form: dict[str, str], authorization: str) -> bool:
+        expected = self.credentials
+        if "client_assertion" in form and expected.public_key_pem:
+            try:
+                claims = jwt.decode(
+                    form["client_assertion"], expected.public_key_pem, algorithms=["RS384", "ES384"],
+                    audience=self.token_url, options={"require": ["exp", "jti", "iss", "sub"]},
+                )  # fmt: skip
+            except jwt.InvalidTokenError:
+                return False
+            fresh = claims["jti"] not in self._assertions and claims["exp"] <= time.time() + 300
+            self._assertions.add(claims["jti"])
+            return fresh and claims["iss"] == claims["sub"] == expected.client_id
+        if authorization.startswith("Basic "):
+            user, _, password = base64.b64decode(authorization[6:]).decode().partition(":")
+            return (user, password) == (expected.client_id, expected.client_secret)
+        return (form.get("client_id"), form.get("client_secret")) == (
+            expected.client_id,
+            expected.client_secret,
+        )
+
+    # ----- FHIR API ------------------------------------------------------------------------
+    def admit(self, authorization: str) -> tuple[int, dict | None, dict]:
+        """(status, body, headers) refusing the request, or (0, None, {}) to serve it."""
+        behaviour = self.behaviour
+        with self._lock:
+            self._count += 1
+            now = time.time()
+            start, seen = self._window
+            if now - start >= behaviour.window_seconds:
+                start, seen = now, 0
+            self._window = (start, seen + 1)
+            if behaviour.limit_per_window and seen >= behaviour.limit_per_window:
+                wait = max(1, round(start + behaviour.window_seconds - now + 0.5))
+                return 429, _outcome("throttled", "Too many requests"), {"Retry-After": str(wait)}
+            if behaviour.fail_every and self._count % behaviour.fail_every == 0:
+                return 500, _outcome("transient", "Try again"), {}
+            expiry = self._tokens.get(authorization.removeprefix("Bearer "))
+        if expiry is None or expiry < now:
+            return 401, _outcome("login", "Token missing or expired"), {}
+        return 0, None, {}
+
+    def fhir(self, path: str, query: dict[str, str]) -> tuple[int, dict]:
+        time.sleep(self.behaviour.delay_seconds)
+        parts = [part for part in path.split("/") if part]
+        if parts == ["metadata"]:
+            return 200, self.capability()
+        if len(parts) == 3 and parts[0] == "Patient" and parts[2] == "$everything":
+            if self.behaviour.everything == "missing":
+                return 404, _outcome("not-supported", "Unknown operation")
+            found = self.data.compartment(parts[1])
+            if self.behaviour.everything == "lying":
+                found = [r for r in found if r["resourceType"] not in ("Observation", "Immunization")]
+            return 200, self.page(found, path, query)
+        if len(parts) == 2:
+            resource = self.data.resources.get((parts[0], parts[1]))
+            if resource is None:
+                return 404, _outcome("not-found", "Unknown resource")
+            return 200, self.served(resource)
+        if len(parts) == 1:
+            return self.search(parts[0], path, query)
+        return 404, _outcome("not-found", "Unknown path")
+
+    def search(self, kind: str, path: str, query: dict[str, str]) -> tuple[int, dict]:
+        if kind in self.behaviour.require_category and "category" not in query:
+            return 400, _outcome("required", f"A {kind} search requires a category")
+        patient = next(
+            (query[p] for p in ("patient", "subject", *r4().patient_compartment.get(kind, ())) if p in query),
+            None,
+        )
+        if patient is None:
+            return 400, _outcome("required", "This server searches by patient only")
+        found = [
+            r for r in self.data.compartment(patient.removeprefix("Patient/")) if r["resourceType"] == kind
+        ]
+        if "category" in query:
+            wanted = query["category"].split("|")[-1]
+            found = [r for r in found if wanted in _category_codes(r)]
+        if query.get("_summary") == "count":
+            return 200, {"resourceType": "Bundle", "type": "searchset", "total": len(found)}
+        return 200, self.page(found, path, query)
+
+    def page(self, found: list[dict], path: str, query: dict[str, str]) -> dict:
+        size = int(query.get("_count", self.behaviour.page_size))
+        offset = int(query.get("_offset", 0))
+        bundle = {
+            "resourceType": "Bundle",
+            "type": "searchset",
+            "total": len(found),
+            "link": [{"relation": "self", "url": f"{self.base_url}{path}?{urlencode(query)}"}],
+            "entry": [
+                {"fullUrl": f"{self.base_url}/{r['resourceType']}/{r['id']}", "resource": self.served(r)}
+                for r in found[offset : offset + size]
+            ],
+        }
+        if offset + size < len(found):
+            following = urlencode({**query, "_offset": offset + size, "_count": size})
+            bundle["link"].append({"relation": "next", "url": f"{self.base_url}{path}?{following}"})
+        return bundle
+
+    def served(self, resource: dict) -> dict:
+        every_third = self.behaviour.invalid and sum(map(ord, resource["id"])) % 3 == 0
+        return spoil(resource) if every_third else resource
+
+    def capability(self) -> dict:
+        kinds = sorted({kind for kind, _ in self.data.resources})
+        patient_ops = [] if self.behaviour.everything == "missing" else [
+            {"name": "everything", "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything"}
+        ]  # fmt: skip
+        return {
+            "resourceType": "CapabilityStatement",
+            "status": "active",
+            "kind": "instance",
+            "fhirVersion": "4.0.1",
+            "format": ["json"],
+            "rest": [
+                {
+                    "mode": "server",
+                    "resource": [
+                        {
+                            "type": kind,
+                            "interaction": [{"code": "read"}, {"code": "search-type"}],
+                            "searchParam": [{"name": "patient", "type": "reference"}],
+                            **({"operation": patient_ops} if kind == "Patient" and patient_ops else {}),
+                        }
+                        for kind in kinds
+                    ],
+                }
+            ],
+        }
+
+
+def _category_codes(resource: dict) -> set[str]:
+    categories = resource.get("category") or []
+    if isinstance(categories, dict):
+        categories = [categories]
+    return {coding.get("code") for concept in categories for coding in concept.get("coding", [])}
+
+
+def _outcome(code: str, text: str) -> dict:
+    return {
+        "resourceType": "OperationOutcome",
+        "issue": [{"severity": "error", "code": code, "diagnostics": text}],
+    }
+
+
+def _handler(simulator: Simulator) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:
+            parts = urlsplit(self.path)
+            query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+            if not parts.path.startswith("/fhir"):
+                return self._send(404, _outcome("not-found", "Unknown path"))
+            path = parts.path[len("/fhir") :]
+            if path != "/metadata":
+                status, body, headers = simulator.admit(self.headers.get("Authorization", ""))
+                if status:
+                    return self._send(status, body, headers)
+            self._send(*simulator.fhir(path, query))
+
+        def do_POST(self) -> None:
+            if urlsplit(self.path).path != "/token":
+                return self._send(404, _outcome("not-found", "Unknown path"))
+            length = int(self.headers.get("Content-Length", 0))
+            form = {k: v[-1] for k, v in parse_qs(self.rfile.read(length).decode()).items()}
+            self._send(*simulator.token(form, self.headers.get("Authorization", "")))
+
+        def _send(self, status: int, body: dict, headers: dict | None = None) -> None:
+            simulator.log.append((time.time(), self.path, status))
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/fhir+json")
+            self.send_header("Content-Length", str(len(data)))
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    return Handler
