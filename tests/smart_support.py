@@ -10,6 +10,8 @@ import re
 import secrets
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs, urlparse
 
@@ -154,3 +156,20 @@ def redirect_params(response: httpx.Response) -> dict[str, str]:
     location = str(response.headers["location"])
     assert location.startswith(REDIRECT_URI), location
     return {key: values[0] for key, values in parse_qs(urlparse(location).query).items()}
+
+
+@contextmanager
+def tenant_admin(server_url: str, username: str, tenant: str = "alpha") -> Iterator[httpx.Client]:
+    """A browser session logged into the tenant's Django admin as `username` (password PASSWORD;
+    DEBUG servers only: the CSRF cookie travels over plain HTTP)."""
+    admin = f"{server_url}/t/{tenant}/admin"
+    with httpx.Client(base_url=admin, follow_redirects=True, timeout=30) as browser:
+        login = browser.get("/login/")
+        form = {
+            "csrfmiddlewaretoken": CSRF.search(login.text).group(1),
+            "username": username,
+            "password": PASSWORD,
+            "next": f"/t/{tenant}/admin/",
+        }
+        assert browser.post("/login/", data=form).status_code == 200
+        yield browser

@@ -18,7 +18,7 @@ from django.core.management import call_command
 
 from access.models import AccessRule
 from tenants.management.commands._tenant_command import in_tenant
-from tests.smart_support import CSRF, PASSWORD
+from tests.smart_support import CSRF, PASSWORD, tenant_admin
 
 MARK = "urn:test:abac"
 CONFIDENTIALITY = "http://terminology.hl7.org/CodeSystem/v3-Confidentiality"
@@ -229,23 +229,13 @@ def test_rules_and_labels_are_edited_in_the_tenant_admin(smart_server):
     name = f"policy{uuid.uuid4().hex[:8]}"
     with in_tenant("alpha"):
         User.objects.create_superuser(name, password=PASSWORD)
-    admin = f"{smart_server.url}/t/alpha/admin"  # DEBUG: the CSRF cookie over plain HTTP
-    with httpx.Client(follow_redirects=True, timeout=30) as browser:
-        login = browser.get(f"{admin}/login/")
-        token = CSRF.search(login.text).group(1)
-        form = {
-            "csrfmiddlewaretoken": token,
-            "username": name,
-            "password": PASSWORD,
-            "next": "/t/alpha/admin/",
-        }
-        assert browser.post(f"{admin}/login/", data=form).status_code == 200
-        labels = browser.get(f"{admin}/access/securitylabelrule/")
+    with tenant_admin(smart_server.url, name) as browser:
+        labels = browser.get("/access/securitylabelrule/")
         assert labels.status_code == 200 and "very-restricted" in labels.text
-        add = browser.get(f"{admin}/access/accessrule/add/")
+        add = browser.get("/access/accessrule/add/")
         token = CSRF.search(add.text).group(1)
         refused = browser.post(
-            f"{admin}/access/accessrule/add/",
+            "/access/accessrule/add/",
             data={
                 "csrfmiddlewaretoken": token,
                 "role": "x",

@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from tests.smart_support import CSRF, PASSWORD, run_manage
+from tests.smart_support import PASSWORD, run_manage, tenant_admin
 
 HEADER = "X-Break-Glass"
 
@@ -103,17 +103,7 @@ def test_break_glass_accesses_are_listed_in_the_tenant_admin(ward, smart_server)
         f"with schema_context('alpha'): User.objects.create_superuser('{name}', password='{PASSWORD}')"
     )
     run_manage("shell", "-c", create)
-    admin = f"{smart_server.url}/t/alpha/admin"
-    with httpx.Client(follow_redirects=True) as browser:
-        login = browser.get(f"{admin}/login/")
-        token = CSRF.search(login.text).group(1)
-        form = {
-            "csrfmiddlewaretoken": token,
-            "username": name,
-            "password": PASSWORD,
-            "next": "/t/alpha/admin/",
-        }
-        assert browser.post(f"{admin}/login/", data=form).status_code == 200
-        listing = browser.get(f"{admin}/smart_auth/breakglassaccess/")
+    with tenant_admin(smart_server.url, name) as browser:
+        listing = browser.get("/smart_auth/breakglassaccess/")
     assert listing.status_code == 200 and reason in listing.text
     assert "Content-Security-Policy" in listing.headers
