@@ -38,6 +38,7 @@ def secure_migrated_schema(sender, using: str = "default", **kwargs) -> None:
     with connection.cursor() as cursor:
         if schema != get_public_schema_name():
             install_policies(cursor, schema)
+            install_covering_indexes(cursor, schema)
         else:
             install_analyze_function(cursor)
         if runtime_role_exists(cursor):
@@ -112,6 +113,37 @@ def install_analyze_function(cursor) -> None:
     """
     cursor.execute(ANALYZE_FUNCTION)
     cursor.execute("REVOKE ALL ON FUNCTION public.analyze_current_tenant() FROM PUBLIC")
+
+
+# Search look-ups answered from the index alone. The policy checks `tenant_key` on every row, so
+# under it an ordinary index match is always followed by a read of the table row; these twins of
+# the hot look-up indexes hold what searches read (the ids) and are restricted to the schema's
+# key, which implies the policy's row check, so the planner can skip the table (index-only
+# scans once autovacuum has marked pages visible). docs/performance.md, "Search at scale".
+COVERING_INDEXES = {
+    "fhir_resource": ("resource_type", "resource_id", "deleted"),
+    "fhir_index_token": ("resource_type", "param", "code", "system", "resource_id"),
+    "fhir_index_reference": ("resource_type", "param", "target_id", "target_type", "resource_id"),
+    "fhir_index_date": ("resource_type", "param", "start", "end", "resource_id"),
+    "fhir_index_blind": ("resource_type", "param", "digest", "resource_id"),
+}
+
+
+def install_covering_indexes(cursor, schema: str) -> None:
+    present = set(tenant_tables(cursor, schema))
+    for table, columns in COVERING_INDEXES.items():
+        if table not in present:
+            continue
+        execute(
+            cursor,
+            sql.SQL("CREATE INDEX IF NOT EXISTS {name} ON {t} ({columns}) WHERE {column} = {key}").format(
+                name=sql.Identifier(f"{table}_tenant_covering"),
+                t=sql.Identifier(schema, table),
+                columns=sql.SQL(", ").join(map(sql.Identifier, columns)),
+                column=sql.Identifier(TENANT_KEY_COLUMN),
+                key=sql.Literal(schema),
+            ),
+        )
 
 
 def runtime_role_exists(cursor) -> bool:
