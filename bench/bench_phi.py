@@ -18,7 +18,7 @@ import httpx
 import orjson
 import psycopg
 
-from bench.harness import BenchContext, report, report_ratio
+from bench.harness import BenchContext, report, report_ratio, vacuum_tenant
 from tests.support import manage_command, start_server
 
 DEVELOPMENT = {"DEBUG": "1", "AUTH_MODE": "development"}
@@ -119,6 +119,7 @@ def _blind_search_at_scale(context: BenchContext, count: int) -> None:
         f"loaded {count:,} encrypted patients in {elapsed:.0f} s ({count / elapsed:,.0f} patients/s);"
         f" {loaded.stdout.strip() or loaded.stderr[-300:]}"
     )
+    vacuum_tenant(context, tenant)
     with psycopg.connect(context.owner_url) as db:
         rows, size = db.execute(
             f"SELECT count(*), pg_size_pretty(pg_total_relation_size('{tenant}.fhir_index_blind'))"

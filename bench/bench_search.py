@@ -7,9 +7,8 @@ from pathlib import Path
 
 import httpx
 import psycopg
-import psycopg.sql
 
-from bench.harness import BenchContext, report, time_calls
+from bench.harness import BenchContext, report, time_calls, vacuum_tenant
 from fhirserver.search import query, sql
 from tests.support import manage_command
 
@@ -22,7 +21,7 @@ def run(context: BenchContext) -> None:
     if not _load():
         print("Synthea data not found; search benchmarks skipped")
         return
-    _vacuum(context)
+    vacuum_tenant(context, TENANT)
     base = f"{context.server_url}/t/{TENANT}/fhir"
     with httpx.Client(base_url=base, timeout=120) as client:
         patient = client.get("/Patient", params={"identifier": BIG_PATIENT_IDENTIFIER}).json()["entry"][0]
@@ -47,18 +46,6 @@ def _load() -> bool:
     result = manage_command("load_bundles", "--tenant", TENANT, *map(str, files))
     print(result.stdout.strip().splitlines()[-1])
     return result.returncode == 0
-
-
-def _vacuum(context: BenchContext) -> None:
-    """What autovacuum does after a load, done at once (this machine's PostgreSQL runs with
-    autovacuum off): mark pages all-visible, so look-ups through the covering indexes
-    (tenants/rls.py) are index-only scans."""
-    with psycopg.connect(context.owner_url, autocommit=True) as db:
-        tables = db.execute(
-            "SELECT tablename FROM pg_tables WHERE schemaname = %s AND tablename LIKE 'fhir\\_%%'", [TENANT]
-        ).fetchall()
-        for (table,) in tables:
-            db.execute(psycopg.sql.SQL("VACUUM (ANALYZE) {}").format(psycopg.sql.Identifier(TENANT, table)))
 
 
 def _searches(patient_id: str) -> list[tuple[str, str, dict]]:

@@ -10,6 +10,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import psycopg
+from psycopg import sql
+
 
 @dataclass(frozen=True)
 class BenchContext:
@@ -42,3 +45,15 @@ def report(name: str, samples: list[float]) -> float:
 
 def report_ratio(name: str, numerator: float, denominator: float) -> None:
     print(f"{name:<58} ratio  {numerator / denominator:8.3f}")
+
+
+def vacuum_tenant(context: BenchContext, tenant: str) -> None:
+    """What autovacuum does after a load, done at once (this machine's PostgreSQL runs with
+    autovacuum off): mark pages all-visible, so look-ups through the covering indexes
+    (tenants/rls.py) are index-only scans, and refresh planner statistics."""
+    with psycopg.connect(context.owner_url, autocommit=True) as db:
+        tables = db.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = %s AND tablename LIKE 'fhir\\_%%'", [tenant]
+        ).fetchall()
+        for (table,) in tables:
+            db.execute(sql.SQL("VACUUM (ANALYZE) {}").format(sql.Identifier(tenant, table)))
