@@ -25,20 +25,28 @@ CONFIDENTIALITY = "http://terminology.hl7.org/CodeSystem/v3-Confidentiality"
 SCOPES = "user/*.rs"
 
 
-def issue(scopes: str, username: str | None = None) -> str:
+def issue(scopes: str, username: str | None = None, patient: str | None = None) -> str:
     out = io.StringIO()
     call_command("issue_token", "--tenant", "alpha", "--scopes", scopes,
-                 *(["--username", username] if username else []), stdout=out)  # fmt: skip
+                 *(["--username", username] if username else []),
+                 *(["--patient", patient] if patient else []), stdout=out)  # fmt: skip
     return out.getvalue().strip()
 
 
-def user_client(base: str, role: str, organization: str = "", fhir_user: str = "") -> httpx.Client:
-    """A client with a `user/*.rs` token of a new login of `role`."""
-    username = f"abac{uuid.uuid4().hex[:10]}"
+def user_client(
+    base: str,
+    role: str,
+    organization: str = "",
+    fhir_user: str = "",
+    scopes: str = SCOPES,
+    patient: str | None = None,
+) -> httpx.Client:
+    """A client with a token (`scopes`, launch `patient`) of a new login of `role`."""
+    username = f"user{uuid.uuid4().hex[:10]}"
     call_command("create_user", "--tenant", "alpha", "--username", username, "--password", PASSWORD,
                  "--role", role, "--organization", organization, "--fhir-user", fhir_user,
                  stdout=io.StringIO())  # fmt: skip
-    token = issue(SCOPES, username)
+    token = issue(scopes, username, patient)
     return httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=60)
 
 

@@ -5,33 +5,16 @@ this module, without access rules) and of the patient themselves.
 
 from __future__ import annotations
 
-import io
 import uuid
 
 import httpx
 import pytest
-from django.core.management import call_command
 
-from tests.smart_support import PASSWORD
-from tests.test_abac import create, ids, issue
+from tests.test_abac import create, ids, issue, user_client
 
 MARK = "urn:test:consent"
 ACT_REASON = "http://terminology.hl7.org/CodeSystem/v3-ActReason"
 RESOURCE_TYPES = "http://hl7.org/fhir/resource-types"
-
-
-def login(base: str, scopes: str, fhir_user: str, role: str, **extra: str) -> httpx.Client:
-    username = f"cons{uuid.uuid4().hex[:10]}"
-    options = [f"--{name}={value}" for name, value in extra.items() if name == "organization"]
-    call_command("create_user", "--tenant", "alpha", "--username", username, "--password", PASSWORD,
-                 "--role", role, "--fhir-user", fhir_user, *options, stdout=io.StringIO())  # fmt: skip
-    out = io.StringIO()
-    context = ["--patient", extra["patient"]] if "patient" in extra else []
-    call_command("issue_token", "--tenant", "alpha", "--scopes", scopes, "--username", username, *context,
-                 stdout=out)  # fmt: skip
-    return httpx.Client(
-        base_url=base, headers={"Authorization": f"Bearer {out.getvalue().strip()}"}, timeout=60
-    )
 
 
 def consent(patient: str, provision: dict, status: str = "active") -> dict:
@@ -120,12 +103,10 @@ def ward(server, django_db_blocker):
         create(
             admin, consent(pc, {"type": "permit", "provision": [deny(f"Practitioner/{x}", ("Observation",))]})
         )
-        world["as_x"] = login(
-            base, "user/*.rs", f"Practitioner/{x}", role, organization=f"Organization/{org}"
-        )
-        world["as_x_glass"] = login(base, "user/*.rs", f"Practitioner/{x}", f"{role} break-glass")
-        world["as_y"] = login(base, "user/*.rs", f"Practitioner/{y}", role)
-        world["as_pc"] = login(base, "patient/*.rs", f"Patient/{pc}", "", patient=pc)
+        world["as_x"] = user_client(base, role, f"Organization/{org}", f"Practitioner/{x}")
+        world["as_x_glass"] = user_client(base, f"{role} break-glass", fhir_user=f"Practitioner/{x}")
+        world["as_y"] = user_client(base, role, fhir_user=f"Practitioner/{y}")
+        world["as_pc"] = user_client(base, "", fhir_user=f"Patient/{pc}", scopes="patient/*.rs", patient=pc)
     yield world
     for value in world.values():
         if isinstance(value, httpx.Client):

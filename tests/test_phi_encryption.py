@@ -268,6 +268,9 @@ def test_another_tenants_key_does_not_open_a_ciphertext():
     assert keyring.open_sealed(token, b"Patient/1/name") == b'"secret"'
     with pytest.raises(keyring.UndecryptableError):
         keyring.open_sealed(token, b"Patient/2/name")
+    for mangled in (token[:-3], token.rsplit(":", 1)[0] + ":AAAA", token.rsplit(":", 1)[0] + ":not*b64"):
+        with pytest.raises(keyring.UndecryptableError):
+            keyring.open_sealed(mangled, b"Patient/1/name")
     connection.set_schema("beta")
     with pytest.raises(keyring.UndecryptableError):
         keyring.open_sealed(token, b"Patient/1/name")

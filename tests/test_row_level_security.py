@@ -9,6 +9,7 @@ from django.utils import timezone
 
 from fhirserver.models import Resource
 from tenants.models import Tenant
+from tenants.rls import COVERING_INDEXES
 
 
 def store(slug: str, resource_id: str, content: str) -> None:
@@ -131,3 +132,20 @@ def test_runtime_role_refreshes_statistics_of_its_own_tenant_only(runtime_db, ow
         "SELECT has_function_privilege('public', 'public.analyze_current_tenant()', 'EXECUTE')"
     )
     assert rolled.fetchone() == (False,)
+
+
+def test_hot_tables_have_covering_indexes_restricted_to_their_schema(owner_db):
+    """The policy checks tenant_key on every row; these indexes imply that check, so searches
+    can be index-only (tenants/rls.py, COVERING_INDEXES)."""
+    for schema in ("alpha", "beta"):
+        found = dict(
+            owner_db.execute(
+                "SELECT tablename, indexdef FROM pg_indexes WHERE schemaname = %s"
+                " AND indexname LIKE '%%\\_tenant\\_covering'",
+                [schema],
+            ).fetchall()
+        )
+        assert set(found) == set(COVERING_INDEXES)
+        for table, definition in found.items():
+            assert f"WHERE (tenant_key = '{schema}'::text)" in definition
+            assert ", ".join(COVERING_INDEXES[table]).replace('"', "") in definition.replace('"', "")

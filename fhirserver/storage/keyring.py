@@ -103,10 +103,10 @@ def open_sealed(token: str, associated: bytes) -> bytes:
     kid, _, body = token[len(PREFIX) :].partition(":")
     if kid not in _masters():
         raise UndecryptableError(f"no key with id {kid} in the PHI key ring")
-    raw = _unb64(body)
     try:
+        raw = _unb64(body)
         return _cipher(kid, _schema()).decrypt(raw[:NONCE_BYTES], raw[NONCE_BYTES:], associated)
-    except InvalidTag:
+    except (InvalidTag, ValueError):  # ValueError: not base64, or too short to hold a nonce
         raise UndecryptableError(
             "a ciphertext does not belong to this tenant, resource and element"
         ) from None

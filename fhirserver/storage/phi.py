@@ -30,10 +30,6 @@ def encrypted_elements(resource_type: str) -> dict[str, object]:
     return settings.PHI_ENCRYPTED_ELEMENTS.get(resource_type, {})
 
 
-def is_encrypted_type(resource_type: str) -> bool:
-    return resource_type in settings.PHI_ENCRYPTED_ELEMENTS
-
-
 def _associated(resource_type: str, resource_id: str, path: str) -> bytes:
     return f"{resource_type}/{resource_id}/{path}".encode()
 
