@@ -4,8 +4,11 @@ Every patient bundle is a transaction of POSTs with `urn:uuid:` fullUrls, so eac
 `manage.py load_bundles` makes a new copy with new ids (the shared Organization/Practitioner
 bundles are loaded once; conditional references resolve to them). Loading stops at
 BENCH_SCALE_RESOURCES (default 1,000,000) or after BENCH_SCALE_MINUTES (default 15) of loading,
-whichever comes first; the size reached and the load rate are printed. Then: p50/p99 of the
-searches below over HTTP, and EXPLAIN ANALYZE of each one's page SQL as the runtime role.
+whichever comes first; the size reached and the load rate are printed. With BENCH_REUSE=1
+(bench/run.py) a tenant loaded by an earlier run is topped up to the target, not reloaded.
+Then, after a VACUUM (this machine's PostgreSQL runs without autovacuum): p50/p99 of the
+searches below over HTTP, EXPLAIN ANALYZE of each one's page SQL as the runtime role, and
+`$everything` of the heaviest patient read to the last byte, with and without gzip.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import psycopg
 from django.conf import settings
 from django.db import connection
 
-from bench.harness import BenchContext, time_calls
+from bench.harness import BenchContext, time_calls, vacuum_tenant
 from fhirserver.api.search import page_statement
 from fhirserver.search import query, sorting, sql
 from tests.support import manage_command
@@ -39,14 +42,27 @@ def run(context: BenchContext) -> None:
         return
     target = int(os.environ.get("BENCH_SCALE_RESOURCES", "1000000"))
     budget = float(os.environ.get("BENCH_SCALE_MINUTES", "15")) * 60
-    manage_command("create_tenant", TENANT)
-    total, started, copies = _load(shared), time.perf_counter(), 0
-    while copies == 0 or (total < target and time.perf_counter() - started < budget):
-        total += _load(patients)
-        copies += 1
+    manage_command("create_tenant", TENANT, "--if-missing")
+    total = _stored(context)
+    if total == 0:
+        total = _load(shared)
+    started, loaded, copies = time.perf_counter(), 0, 0
+    while total < target and time.perf_counter() - started < budget:
+        count = _load(patients)
+        total, loaded, copies = total + count, loaded + count, copies + 1
         elapsed = time.perf_counter() - started
-        print(f"copy {copies}: {total:,} resources, {total / elapsed:.0f} resources/s over {elapsed:.0f} s")
+        print(f"copy {copies}: {total:,} resources, {loaded / elapsed:.0f} resources/s over {elapsed:.0f} s")
+    print(f"{total:,} resources in the tenant")
+    vacuum_tenant(context, TENANT)
     measure(context)
+
+
+def _stored(context: BenchContext) -> int:
+    with psycopg.connect(context.owner_url) as db:
+        found = db.execute("SELECT count(*) FROM pg_namespace WHERE nspname = %s", [TENANT]).fetchone()[0]
+        if not found:
+            return 0
+        return db.execute(f'SELECT count(*) FROM "{TENANT}".fhir_resource').fetchone()[0]
 
 
 def measure(context: BenchContext, subject: dict | None = None) -> None:
@@ -66,6 +82,29 @@ def measure(context: BenchContext, subject: dict | None = None) -> None:
             p50, p99 = samples[len(samples) // 2], samples[int(len(samples) * 0.99) - 1]
             print(f"{label:<62} ({count:>3} on page) p50 {p50 * 1000:7.1f} ms  p99 {p99 * 1000:7.1f} ms")
             _explain(context, resource_type, pairs)
+        _everything(client, subject["id"])
+
+
+def _everything(client: httpx.Client, patient_id: str) -> None:
+    """Time to the last byte of the heavy patient's whole record, as one response, with and
+    without gzip: median of 5 after one warm-up each, and the bytes on the wire."""
+    for encoding in ("identity", "gzip"):
+        sizes, samples = [], []
+        for attempt in range(6):
+            started, size = time.perf_counter(), 0
+            with client.stream(
+                "GET", f"/Patient/{patient_id}/$everything", headers={"Accept-Encoding": encoding}
+            ) as response:
+                for chunk in response.iter_raw():
+                    size += len(chunk)
+            if attempt:
+                samples.append(time.perf_counter() - started)
+                sizes.append(size)
+        entries = client.get(f"/Patient/{patient_id}/$everything").json().get("entry", [])
+        print(
+            f"Patient/$everything ({len(entries):,} entries, {encoding}): last byte median"
+            f" {sorted(samples)[2] * 1000:7.1f} ms, {sizes[-1] / 1e6:.1f} MB on the wire"
+        )
 
 
 def _load(files: list[Path]) -> int:

@@ -1,6 +1,9 @@
 """`make bench`: a fresh benchmark database and a real server, then every bench/bench_*.py.
 
 `make bench ARGS=tenancy` runs only bench_tenancy.py. Figures are printed, never asserted.
+`BENCH_REUSE=1` keeps the database of an earlier run (and the secrets its data was written
+under, saved in .data/bench/<database>.env), so a long load (bench_scale) is measured again
+without loading it again.
 """
 
 from __future__ import annotations
@@ -26,12 +29,24 @@ BENCH_DATABASE = os.environ.get("BENCH_DATABASE", "fhirserver_bench")
 BENCH_TENANT = "bench"
 
 
+# What data written by one run needs to be read by the next (PHI keys, the runtime role's password).
+KEPT_SECRETS = ("PHI_MASTER_KEY", "PHI_INDEX_KEY", "APP_DB_PASSWORD", "SECRET_KEY")
+
+
 def main(selected: list[str]) -> None:
     configure_environment(BENCH_DATABASE)
+    kept = ROOT / ".data" / "bench" / f"{BENCH_DATABASE}.env"
+    reuse = os.environ.get("BENCH_REUSE") == "1" and kept.exists()
+    if reuse:
+        os.environ.update(line.split("=", 1) for line in kept.read_text().splitlines() if "=" in line)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     django.setup()  # benchmarks may use the project's modules (search compilation, ...)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request drowns the figures
-    create_fresh_database(BENCH_DATABASE, {BENCH_TENANT: "Bench Clinic"})
+    if not reuse:
+        create_fresh_database(BENCH_DATABASE, {BENCH_TENANT: "Bench Clinic"})
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        kept.write_text("".join(f"{name}={os.environ[name]}\n" for name in KEPT_SECRETS))
+        kept.chmod(0o600)
     # The unauthenticated baseline; bench_auth.py starts its own standalone-auth server to compare.
     server = start_server(
         Path(tempfile.mkdtemp()) / "server.log", workers=2, env={"DEBUG": "1", "AUTH_MODE": "development"}
