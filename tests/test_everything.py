@@ -301,3 +301,21 @@ def test_synthea_patient_everything_returns_the_whole_bundle(fhir):
     found = keys(all_pages(fhir, f"/Patient/{patient_id}/$everything", {"_count": 1000}))
     assert len(found) == len(set(found))
     assert set(found) == created
+    assert len(created) > 500, "more than one batch of the streamed record (STREAM_BATCH)"
+
+    # Without _count: the whole record in one streamed Bundle, the same entries in the same order.
+    for encoding in ("identity", "gzip"):
+        streamed = fhir.get(
+            f"/Patient/{patient_id}/$everything", params={"bogus": "1"}, headers={"Accept-Encoding": encoding}
+        )
+        assert streamed.status_code == 200
+        assert streamed.headers.get("Content-Length") is None, "streamed, not buffered"
+        assert streamed.headers.get("Content-Encoding") == (None if encoding == "identity" else "gzip")
+        bundle = streamed.json()
+        assert [link["relation"] for link in bundle["link"]] == ["self"]
+        assert keys([e for e in bundle["entry"] if e["search"]["mode"] == "match"]) == found
+        assert bundle["entry"][-1]["search"]["mode"] == "outcome", "the ignored parameter, reported last"
+
+    # Entries that must be shaped one by one are paged at the default page size instead.
+    shaped = fhir.get(f"/Patient/{patient_id}/$everything", params={"_elements": "id"}).json()
+    assert len(shaped["entry"]) == 50 and "next" in [link["relation"] for link in shaped["link"]]

@@ -4,10 +4,11 @@ into the JSON as stored text, never parsed, unless the response needs another fo
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 import orjson
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 
 from fhirserver import errors
 from fhirserver.api.negotiation import (
@@ -58,6 +59,18 @@ def bundle_response(
     links: list[tuple[str, str]] = (),
     status: int = 200,
 ) -> HttpResponse:
+    header = bundle_header(bundle_type, total, links)
+    fmt = response_format(request)
+    if fmt != JSON or wants_shaping(request, fmt):
+        if entries:
+            header["entry"] = [_entry_dict(request, entry) for entry in entries]
+        return fhir_response(request, header, status, shaped=False)
+    response = HttpResponse(_json_bytes(header, entries), status=status)
+    response["Content-Type"] = CONTENT_TYPES[JSON]
+    return response
+
+
+def bundle_header(bundle_type: str, total: int | None = None, links: Iterable[tuple[str, str]] = ()) -> dict:
     header: dict = {
         "resourceType": "Bundle",
         "id": str(uuid.uuid4()),
@@ -68,14 +81,27 @@ def bundle_response(
         header["total"] = total
     if links:
         header["link"] = [{"relation": relation, "url": url} for relation, url in links]
-    fmt = response_format(request)
-    if fmt != JSON or wants_shaping(request, fmt):
-        if entries:
-            header["entry"] = [_entry_dict(request, entry) for entry in entries]
-        return fhir_response(request, header, status, shaped=False)
-    response = HttpResponse(_json_bytes(header, entries), status=status)
+    return header
+
+
+def streamed_bundle_response(header: dict, batches: Iterable[list[Entry]]) -> StreamingHttpResponse:
+    """A JSON Bundle sent as it is read: `header`, then each batch of entries as one chunk, so
+    the server holds one batch at a time however large the Bundle (the gzip middleware
+    compresses the stream). Errors after the first chunk can no longer change the status: they
+    cut the body short, which a client sees as invalid JSON, never as a complete Bundle."""
+    response = StreamingHttpResponse(_stream_bytes(header, batches))
     response["Content-Type"] = CONTENT_TYPES[JSON]
     return response
+
+
+def _stream_bytes(header: dict, batches: Iterable[list[Entry]]) -> Iterator[bytes]:
+    yield orjson.dumps(header)[:-1]
+    opened = False
+    for batch in batches:
+        if batch:  # "entry" is left out rather than empty: JSON arrays may not be empty (json.html)
+            yield (b"," if opened else b',"entry":[') + b",".join(map(_entry_bytes, batch))
+            opened = True
+    yield b"]}" if opened else b"}"
 
 
 def _entry_dict(request: HttpRequest, entry: Entry) -> dict:

@@ -27,16 +27,23 @@ treated like unknown search parameters: ignored and listed in a warning Operatio
 or refused with `Prefer: handling=strict`. POST takes the same parameters in a Parameters body;
 its next links are GETs carrying them.
 
+Without `_count`, the instance level returns the whole record as one Bundle, streamed: one
+SQL statement finds the members in order and a server-side cursor hands them over a batch at a
+time, so the server holds one batch however large the record, and the record costs one pass
+(the issue's measure is the time to the last byte of the whole record). With `_count` (or a
+format or `_summary`/`_elements` that needs each entry parsed, or at the type level, where the
+whole record is the whole tenant: that is Bulk Data's `$export`) results are paged.
+
 Paging is a keyset on (resource type, id), like system search. Each page is one SQL statement
 (after the Patient's existence check) that finds the members, orders them and stops after the
-page, reading `content` only for the page's rows: the server holds one page, however large the
-record. For one patient the statement recomputes the member set each page, so a page costs in
-proportion to the size of the record (about 0.4 s for 25,000 resources); a larger `_count`
-pages a large record faster.
+page, reading `content` only for the page's rows. For one patient the statement recomputes the
+member set each page, so a page costs in proportion to the size of the record (about 0.4 s for
+25,000 resources); a larger `_count`, or none, gets a large record faster.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
@@ -48,15 +55,23 @@ from django.http import HttpRequest, HttpResponse, QueryDict
 from fhirserver import errors
 from fhirserver.api import paging
 from fhirserver.api.authorization import access, named
-from fhirserver.api.bundles import bundle_response, ignored_parameters_entry, search_entry
+from fhirserver.api.bundles import (
+    Entry,
+    bundle_header,
+    bundle_response,
+    ignored_parameters_entry,
+    search_entry,
+    streamed_bundle_response,
+)
 from fhirserver.api.endpoint import base_url
-from fhirserver.api.negotiation import parse_body
+from fhirserver.api.negotiation import JSON, parse_body, response_format, wants_shaping
 from fhirserver.operations import parameters
 from fhirserver.registry import r4
 from fhirserver.search.dates import parse_range
 from fhirserver.storage.repository import Repository
 
 OPERATION_PARAMETERS = ("_since", "_type", "_count", "start", "end")
+STREAM_BATCH = 500  # rows per FETCH of a streamed record (about 0.5-1 MB of JSON)
 # Parameters that are not the operation's but shape any response (or carry our cursor).
 GENERAL_PARAMETERS = ("_format", "_pretty", "_summary", "_elements", paging.CURSOR)
 
@@ -84,12 +99,20 @@ def everything(request: HttpRequest, resource_type: str, resource_id: str | None
         Repository().read("Patient", resource_id)  # 404 / 410, where the page would be empty
         guard.check_instance("Patient", resource_id, "read")
         reach = guard.types_condition("search-type", "m.resource_type", "m.resource_id")
-        rows = _patient_page(resource_id, selection, reach)
+        if _whole_record(request):
+            statement, params = _patient_statement(resource_id, selection, reach, limit=None)
+            return _streamed(request, statement, params, ignored)
+        rows = _fetch(*_patient_statement(resource_id, selection, reach, selection.limit + 1))
     else:
         guard.require("Patient", "search-type")
         reach = guard.types_condition("search-type", "r.resource_type", "r.resource_id")
-        rows = _all_patients_page(selection, reach)
+        rows = _fetch(*_all_patients_statement(selection, reach))
     return _bundle(request, rows, selection.limit, ignored)
+
+
+def _whole_record(request: HttpRequest) -> bool:
+    fmt = response_format(request)
+    return "_count" not in request.GET and fmt == JSON and not wants_shaping(request, fmt)
 
 
 # ----- parameters -----------------------------------------------------------------------------
@@ -284,36 +307,65 @@ def _conditions(selection: Selection, keys: str, reach: tuple[str, list] | None)
     return " AND ".join(clauses), params
 
 
-def _patient_page(
-    patient_id: str, selection: Selection, reach: tuple[str, list] | None
-) -> list[tuple[str, str, str]]:
+def _patient_statement(
+    patient_id: str, selection: Selection, reach: tuple[str, list] | None, limit: int | None
+) -> tuple[str, dict]:
+    """One patient's members from the selection's position on; `limit` None: all of them."""
     conditions, params = _conditions(selection, "m", reach)
     link_types, link_params = _compartment_links()
-    params.update(
-        patient=patient_id, link_types=link_types, link_params=link_params, limit=selection.limit + 1
-    )
-    return _fetch(PATIENT_PAGE.format(conditions=conditions), params)
+    params.update(patient=patient_id, link_types=link_types, link_params=link_params, limit=limit)
+    return PATIENT_PAGE.format(conditions=conditions), params
 
 
-def _all_patients_page(selection: Selection, reach: tuple[str, list] | None) -> list[tuple[str, str, str]]:
+def _all_patients_statement(selection: Selection, reach: tuple[str, list] | None) -> tuple[str, dict]:
     conditions, params = _conditions(selection, "r", reach)
     link_types, link_params = _compartment_links()
     params.update(
         link_types=link_types, link_params=link_params, paths=_reference_paths(), limit=selection.limit + 1
     )
-    return _fetch(ALL_PATIENTS_PAGE.format(conditions=conditions), params)
+    return ALL_PATIENTS_PAGE.format(conditions=conditions), params
+
+
+# The per-row subqueries give these plans cost estimates far above jit_above_cost, and compiling
+# them took longer (~0.5 s) than running a 1,000-entry page (~30 ms).
+_NO_JIT = "SET LOCAL jit = off"
 
 
 def _fetch(statement: str, params: dict) -> list[tuple[str, str, str]]:
-    # The per-row subqueries give these plans cost estimates far above jit_above_cost, and
-    # compiling them took longer (~0.5 s) than running a 1,000-entry page (~30 ms).
     with transaction.atomic(), connection.cursor() as db:
-        db.execute("SET LOCAL jit = off")
+        db.execute(_NO_JIT)
         db.execute(statement, params)
         return db.fetchall()
 
 
+def _batches(statement: str, params: dict) -> Iterator[list[tuple[str, str, str]]]:
+    """The statement's rows through a server-side cursor, STREAM_BATCH at a time. Runs while the
+    response streams; a client that goes away closes the generator, which ends the transaction."""
+    with transaction.atomic(), connection.cursor() as db:
+        db.execute(_NO_JIT)
+        db.execute(f"DECLARE everything NO SCROLL CURSOR FOR {statement}", params)
+        while True:
+            db.execute(f"FETCH {STREAM_BATCH} FROM everything")
+            rows = db.fetchall()
+            if not rows:
+                return
+            yield rows
+
+
 # ----- response -----------------------------------------------------------------------------
+def _streamed(request: HttpRequest, statement: str, params: dict, ignored: list[str]) -> HttpResponse:
+    base = base_url(request)
+    header = bundle_header("searchset", links=[("self", paging.link(request, paging.cursor(request)))])
+
+    def entries() -> Iterator[list[Entry]]:
+        for rows in _batches(statement, params):
+            yield [search_entry(base, t, i, content) for t, i, content in rows]
+        if ignored:
+            yield [ignored_parameters_entry(ignored)]
+
+    return streamed_bundle_response(header, entries())
+
+
 def _bundle(request: HttpRequest, rows: list[tuple], limit: int, ignored: list[str]) -> HttpResponse:
     links = [("self", paging.link(request, paging.cursor(request)))]
     page, more = paging.split_page(rows, limit)
