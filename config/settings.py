@@ -120,6 +120,7 @@ SHARED_APPS = [
     "django.contrib.admin",
     "django.contrib.staticfiles",
     "rest_framework",
+    "sync.budgets",  # request budgets per provider client, shared across tenants
 ]
 # Users, OAuth clients and all clinical data belong to a tenant (ARCHITECTURE.md, "Pitfalls").
 TENANT_APPS = [

@@ -14,7 +14,7 @@ from tenants.admin import tenant_admin_site
 class ProviderAdmin(admin.ModelAdmin):
     list_display = ("name", "kind", "base_url", "requests_per_minute", "concurrency", "created")
     list_filter = ("kind",)
-    exclude = ("client_secret", "private_key", "next_request_at")
+    exclude = ("client_secret", "private_key")
     readonly_fields = ("learned",)
 
 

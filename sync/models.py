@@ -40,8 +40,6 @@ class Provider(models.Model):
     )
     options = models.JSONField(default=dict, blank=True, help_text="strategy settings (sync.strategies)")
     learned = models.JSONField(default=dict, blank=True, help_text="what worked last time, per strategy")
-    # The limiter's shared state (sync.limiter): the earliest moment the next request may start.
-    next_request_at = models.DateTimeField(null=True, blank=True)
     created = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -20,7 +20,7 @@ from fhirserver.storage.repository import now
 from sync import importer, schedule
 from sync.auth import AuthFailed, TokenSource
 from sync.client import TIMEOUT, Client, FetchFailed
-from sync.limiter import Limiter
+from sync.limiter import Limiter, budget_key
 from sync.models import LinkedPatient, Provider, Snapshot
 from sync.shared import SharedConnection
 from sync.strategies import Crawl, strategy_for
@@ -51,7 +51,7 @@ def run_claimed(snapshot_id: object) -> None:
                 provider.base_url,
                 http,
                 TokenSource(provider, link, http, db),
-                Limiter(provider.id, provider.requests_per_minute, db),
+                Limiter(budget_key(provider.base_url, provider.client_id), provider.requests_per_minute, db),
             )
             found = _crawl(snapshot, provider, link, client, db)
         fetched = time.monotonic()

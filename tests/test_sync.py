@@ -12,6 +12,7 @@ import base64
 import io
 import math
 import os
+import re
 import secrets
 import signal
 import subprocess
@@ -26,6 +27,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from django.core.management import call_command
 from django.db import connection
+from django.utils import timezone
 
 from config.environment import BASE_DIR
 from sync import connections
@@ -33,6 +35,7 @@ from sync.models import LinkedPatient, Provider, Snapshot, SnapshotEntry
 from sync.runner import QUEUE
 from sync.simulator import LIGHT_PATIENTS, Behaviour, Credentials, Dataset, Simulator
 from tenants import jobs
+from tenants.lifecycle import get_tenant
 from tests.support import manage_command
 
 TENANT = "alpha"
@@ -82,8 +85,6 @@ def link(provider: str, patient: str, refresh_token: str = "sim-refresh") -> str
 
 class in_alpha:
     def __enter__(self):
-        from tenants.lifecycle import get_tenant
-
         connection.set_tenant(get_tenant(TENANT))
 
     def __exit__(self, *exc):
@@ -341,18 +342,22 @@ def test_killed_worker_leaves_no_partial_snapshot_and_the_next_run_completes(sim
 
 
 def test_sync_command_waits_and_fails_clearly(simulators):
-    simulator = simulators(Behaviour())
+    simulator = simulators(Behaviour(delay_seconds=0.1))
     provider = add_provider(simulator)
     good, bad = link(provider, SMALL), link(provider, LARGER, refresh_token="revoked-4711")
     worker = start_worker()
     try:
         done = manage_command("sync", "--tenant", TENANT, "--patient", good, "--wait", "--timeout", "60")
+        again = manage_command("sync", "--tenant", TENANT, "--patient", good, "--wait", "--timeout", "60")
         failed = manage_command("sync", "--tenant", TENANT, "--patient", bad, "--wait", "--timeout", "60")
     finally:
         worker.terminate()
         worker.wait(timeout=30)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "complete:" in done.stderr and "requests" in done.stderr
+    # A first sync has nothing to measure progress against; a re-sync has the first one's requests.
+    assert "%" not in done.stderr
+    assert again.returncode == 0 and re.search(r"\] \d+% (ETA \d+ s|storing)", again.stderr), again.stderr
     assert failed.returncode == 1
     assert "refused the refresh_token grant: HTTP 400 invalid_grant" in failed.stderr
     assert "revoked-4711" not in failed.stderr + failed.stdout
@@ -399,6 +404,76 @@ def test_snapshots_are_for_administrators_only():
     ):
         with pytest.raises(Exception, match="Snapshots need"):
             require_administrator(refused)
+
+
+def test_progress_bar_and_eta_extrapolate_against_the_last_snapshot():
+    from sync.management.commands.sync import progress
+
+    started = timezone.now() - timedelta(seconds=30)
+    running = Snapshot(status="running", requests=25, started=started)
+    assert re.fullmatch(r"\[#####-{15}\] 25% ETA (89|90|91) s, ", progress(running, 100))
+    past = Snapshot(status="running", requests=120, started=started)
+    assert progress(past, 100) == f"[{'#' * 20}] 100% storing, "
+    assert progress(running, 0) == "" and progress(Snapshot(status="pending"), 100) == ""
+
+
+def test_tenants_reaching_one_provider_with_one_client_share_its_budget(simulators, unique_slug):
+    """Two tenants, each with the provider at 600/min, sync at once through two workers: the
+    provider sees at most 10 requests (+1) in any second, and the two runs take the time their
+    requests need at that one rate, not half of it."""
+    simulator = simulators(Behaviour())
+    assert manage_command("create_tenant", unique_slug).returncode == 0
+    links = []
+    for tenant in (TENANT, unique_slug):
+        url = simulator.base_url.replace("http://", "fhir+http://")
+        url += f"?token_url={simulator.token_url}&client_id=sim-client&client_secret=sim-secret"
+        call_command("add_provider", "--tenant", tenant, "--name", "shared", url, "--rpm", "600",
+                     stdout=io.StringIO())  # fmt: skip
+        out = io.StringIO()
+        call_command(
+            "link_patient", "--tenant", tenant, "--provider", "shared", "--provider-patient-id", SMALL,
+            "--refresh-token", "sim-refresh", stdout=out,
+        )  # fmt: skip
+        links.append((tenant, out.getvalue().strip()))
+    workers = [start_worker(), start_worker()]
+    try:
+        runs = [
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    str(BASE_DIR / "manage.py"),
+                    "sync",
+                    "--tenant",
+                    tenant,
+                    "--patient",
+                    link_id,
+                    "--wait",
+                    "--timeout",
+                    "90",
+                ],
+                cwd=BASE_DIR,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for tenant, link_id in links
+        ]
+        outcomes = [(run.wait(timeout=120), run.stderr.read()) for run in runs]
+    finally:
+        for worker in workers:
+            worker.terminate()
+            worker.wait(timeout=30)
+    assert all(code == 0 for code, _ in outcomes), [err[-500:] for _, err in outcomes]
+    runs = []
+    for tenant, link_id in links:
+        connection.set_tenant(get_tenant(tenant))
+        runs.append(Snapshot.objects.get(patient_id=link_id))
+    connection.set_schema_to_public()
+    assert max(run.started for run in runs) < min(run.finished for run in runs), "the runs overlapped"
+    moments = sorted(moment for moment, path, _ in simulator.log if path.startswith("/fhir/"))
+    per_second = Counter(math.floor(moment) for moment in moments)
+    assert max(per_second.values()) <= 11, per_second
+    assert moments[-1] - moments[0] >= (len(moments) - 1) * 0.1 - 0.5
 
 
 def test_rotate_phi_key_reseals_sync_credentials(simulators, owner_db, unique_slug):

@@ -1,5 +1,9 @@
 """Sync a linked patient: queue a snapshot for the workers (`manage.py worker`), and with
-`--wait` follow it to its end, exiting non-zero unless it completed."""
+`--wait` follow it to its end, exiting non-zero unless it completed.
+
+The progress line counts resources, requests, retries and time waited on rate limits. The bar
+and the ETA measure requests against those of the link's last complete snapshot (a re-sync
+makes about the same requests), extrapolating this run's pace; a first sync has no ETA."""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ import time
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
+from fhirserver.storage.repository import now
 from sync.models import LinkedPatient, Snapshot
 from sync.runner import enqueue
 from tenants.management.commands._tenant_command import in_tenant
@@ -33,24 +38,25 @@ class Command(BaseCommand):
                 link = None
             if link is None:
                 raise CommandError(f"no linked patient {patient} in tenant {tenant}")
+            last = link.snapshots.filter(status=Snapshot.Status.COMPLETE).order_by("-finished").first()
             snapshot = enqueue(link)
             self.stdout.write(str(snapshot.id))
             self.stdout.flush()
             if wait:
-                snapshot = self._follow(snapshot, timeout)
+                snapshot = self._follow(snapshot, last.requests if last else 0, timeout)
                 if snapshot.status != Snapshot.Status.COMPLETE:
                     raise CommandError(f"snapshot {snapshot.status}: {snapshot.description}")
 
-    def _follow(self, snapshot: Snapshot, timeout: float) -> Snapshot:
+    def _follow(self, snapshot: Snapshot, expected_requests: int, timeout: float) -> Snapshot:
         """Progress on stderr until the snapshot ends (or the timeout passes)."""
         started = time.monotonic()
         while True:
             snapshot.refresh_from_db()
             elapsed = time.monotonic() - started
             sys.stderr.write(
-                f"\r{snapshot.status}: {snapshot.fetched} resources, {snapshot.requests} requests,"
-                f" {snapshot.retries} retries, {snapshot.waited_seconds:.1f} s waited on limits,"
-                f" {elapsed:.0f} s"
+                f"\r{snapshot.status}: {progress(snapshot, expected_requests)}{snapshot.fetched} resources,"
+                f" {snapshot.requests} requests, {snapshot.retries} retries,"
+                f" {snapshot.waited_seconds:.1f} s waited on limits, {elapsed:.0f} s"
             )
             sys.stderr.flush()
             if snapshot.status in DONE:
@@ -60,3 +66,19 @@ class Command(BaseCommand):
                 sys.stderr.write("\n")
                 raise CommandError(f"snapshot {snapshot.id} still {snapshot.status} after {timeout:.0f} s")
             time.sleep(0.5)
+
+
+def progress(snapshot: Snapshot, expected_requests: int, width: int = 20) -> str:
+    """`[#####---------------] 25% ETA 42 s, ` while running with a known expectation, else ''."""
+    if snapshot.status != Snapshot.Status.RUNNING or not expected_requests or snapshot.started is None:
+        return ""
+    done = min(snapshot.requests / expected_requests, 1.0)
+    running = (now() - snapshot.started).total_seconds()
+    if done >= 1.0:
+        eta = "storing"
+    elif done > 0:
+        eta = f"ETA {running * (1 - done) / done:.0f} s"
+    else:
+        eta = "ETA -"
+    filled = round(done * width)
+    return f"[{'#' * filled}{'-' * (width - filled)}] {done:.0%} {eta}, "
