@@ -1,7 +1,8 @@
 """Sync throughput: one Synthea patient (BENCH_SYNC_PATIENT, default the heaviest: 25,000
 resources) served by the provider simulator (sync/simulator.py, pages of 100), synced into a
-fresh tenant by the sync queue in this process, at 600 requests a minute and unlimited, then
-re-synced unchanged. At 600/min the lower bound is (requests - 1) x 0.1 s; figures are wall time
+fresh tenant by the sync queue in this process, at each rate of BENCH_SYNC_RATES (requests a
+minute, 0 for unlimited; default 60,600,0: the 60/min run alone takes about five minutes), then
+re-synced unchanged. At r/min the lower bound is (requests - 1) x 60/r s; figures are wall time
 from enqueue to a complete snapshot."""
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from tenants import jobs
 from tenants.lifecycle import get_tenant
 
 PATIENT = os.environ.get("BENCH_SYNC_PATIENT", "ff4188f6-12eb-419f-68a6-a0a245aa4b92")
+RATES = [int(rate) for rate in os.environ.get("BENCH_SYNC_RATES", "60,600,0").split(",")]
 
 
 def run(context: BenchContext) -> None:
@@ -31,7 +33,7 @@ def run(context: BenchContext) -> None:
     simulator = Simulator(Behaviour(page_size=100), data=Dataset.load((PATIENT,))).start()
     print(f"{'simulator loaded':<44} {time.perf_counter() - started:8.1f} s")
     try:
-        for rpm in (600, 0):
+        for rpm in RATES:
             link_id = _link(context.tenant, simulator, rpm)
             snapshot, seconds = _sync(context.tenant, link_id)
             resources = sum(snapshot.counts.values())
@@ -44,7 +46,8 @@ def run(context: BenchContext) -> None:
             )
             print(f"{'  its phases':<44} {snapshot.description}")
         again, seconds = _sync(context.tenant, link_id)
-        print(f"{'re-sync unchanged (unlimited)':<44} {seconds:8.1f} s  {again.written} new versions")
+        label = f"re-sync unchanged ({f'{rpm}/min' if rpm else 'unlimited'})"
+        print(f"{label:<44} {seconds:8.1f} s  {again.written} new versions")
         print(f"{'  its phases':<44} {again.description}")
     finally:
         simulator.stop()

@@ -332,6 +332,17 @@ def test_killed_worker_leaves_no_partial_snapshot_and_the_next_run_completes(sim
         assert killed.status == "running" and not SnapshotEntry.objects.filter(snapshot=snapshot).exists()
         local_patient = LinkedPatient.objects.get(id=link_id).local_patient_id
     assert local_patient == ""  # set only when a snapshot completes
+    # The dead worker's backend ends (and its advisory lock with it) once PostgreSQL reads the
+    # closed socket: at once on a quiet machine, later on a loaded one.
+    deadline = time.monotonic() + 30
+    while (
+        time.monotonic() < deadline
+        and owner_db.execute(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND database ="
+            " (SELECT oid FROM pg_database WHERE datname = current_database())"
+        ).fetchone()[0]
+    ):
+        time.sleep(0.1)
     jobs.serve([QUEUE], poll_seconds=0.1, once=True)  # takes the orphaned run over
     with in_alpha():
         done = Snapshot.objects.get(id=snapshot.id)
