@@ -11,5 +11,6 @@ urlpatterns = [
     path("fhir", fhir_views.base),  # the base without a trailing slash (POST of a Bundle)
     path("fhir/", include("fhirserver.api.urls")),
     path("auth/", include("smart_auth.urls")),
+    path("sync/", include("sync.urls")),
     path("admin/", tenant_admin_site.urls),
 ]

@@ -6,7 +6,9 @@ JWT assertion (RS384/ES384, iss = sub = client id, aud = token URL, exp within f
 fresh jti) when the provider says so, else with its secret (HTTP Basic), else as a public client.
 Tokens are refreshed before they expire and once more when the provider answers 401 (clocks and
 revocations differ); a rotated refresh token and the access token are stored sealed at once.
-Errors name the provider's OAuth error code, never a token or secret.
+Errors name the provider's OAuth error code, never a token or secret. `request_token` (the
+client authentication and the POST) also exchanges the authorization code of a link made through
+a SMART standalone launch (sync.linking).
 """
 
 from __future__ import annotations
@@ -109,39 +111,13 @@ class TokenSource:
 
     def _grant(self) -> dict:
         provider, credentials = self.provider, self.credentials
-        if not provider.token_url:
-            raise AuthFailed(f"provider {provider.name} has no token URL")
         if credentials.refresh_token:
             form = {"grant_type": "refresh_token", "refresh_token": credentials.refresh_token}
         else:
             form = {"grant_type": "client_credentials", "scope": provider.scope or "system/*.read"}
             if provider.audience:
                 form["aud"] = provider.audience
-        auth = None
-        if provider.use_jwt_assertion:
-            form |= {
-                "client_assertion_type": ASSERTION_TYPE,
-                "client_assertion": client_assertion(provider, credentials.private_key),
-            }
-        elif credentials.client_secret:
-            auth = (provider.client_id, credentials.client_secret)
-        else:
-            form["client_id"] = provider.client_id
-        try:
-            response = self.http.post(provider.token_url, data=form, auth=auth)
-        except httpx.HTTPError as exc:
-            raise AuthFailed(
-                f"token endpoint of {provider.name} unreachable ({type(exc).__name__})"
-            ) from None
-        if response.status_code != 200:
-            code = _error_code(response)
-            raise AuthFailed(
-                f"token endpoint of {provider.name} refused the {form['grant_type']} grant: {code}"
-            )
-        answer = response.json()
-        if not isinstance(answer, dict) or not answer.get("access_token"):
-            raise AuthFailed(f"token endpoint of {provider.name} answered without an access token")
-        return answer
+        return request_token(provider, self.http, form, credentials.client_secret, credentials.private_key)
 
     def _store(self) -> None:
         link, credentials = self.link, self.credentials
@@ -154,6 +130,41 @@ class TokenSource:
                 " access_token_expires = %s WHERE id = %s",
                 [link.refresh_token, link.access_token, expires, link.id],
             )
+
+
+def request_token(
+    provider: Provider, http: httpx.Client, form: dict[str, str], client_secret: str, private_key: str
+) -> dict:
+    """POST `form` (a grant) to the provider's token URL with the client's authentication (JWT
+    assertion, else HTTP Basic with its secret, else as a public client naming its client_id);
+    the token response, or AuthFailed naming the grant and the provider's error code. The token
+    renewal of a sync and the authorization code exchange of a link (sync.linking) both use it."""
+    if not provider.token_url:
+        raise AuthFailed(f"provider {provider.name} has no token URL")
+    form, auth = dict(form), None
+    if provider.use_jwt_assertion:
+        form |= {
+            "client_assertion_type": ASSERTION_TYPE,
+            "client_assertion": client_assertion(provider, private_key),
+        }
+    elif client_secret:
+        auth = (provider.client_id, client_secret)
+    else:
+        form["client_id"] = provider.client_id
+    try:
+        response = http.post(provider.token_url, data=form, auth=auth)
+    except httpx.HTTPError as exc:
+        raise AuthFailed(f"token endpoint of {provider.name} unreachable ({type(exc).__name__})") from None
+    if response.status_code != 200:
+        code = _error_code(response)
+        raise AuthFailed(f"token endpoint of {provider.name} refused the {form['grant_type']} grant: {code}")
+    try:
+        answer = response.json()
+    except ValueError:
+        answer = None
+    if not isinstance(answer, dict) or not answer.get("access_token"):
+        raise AuthFailed(f"token endpoint of {provider.name} answered without an access token")
+    return answer
 
 
 def _error_code(response: httpx.Response) -> str:

@@ -2,19 +2,32 @@
 
 For the tests and demos of sync (`manage.py simulate_provider`): a threaded HTTP server with a
 token endpoint (refresh_token and client_credentials grants, with a client secret or a JWT
-client assertion) and a FHIR API (metadata, read, search by patient with `next` paging and
-`_summary=count`, `Patient/[id]/$everything`). Behaviour switches reproduce what real providers
+client assertion, and the authorization_code grant), a SMART authorization endpoint for
+standalone launches (`/authorize`, below), discovery (`/fhir/.well-known/smart-configuration`)
+and a FHIR API (metadata, read, search by patient with `next` paging and `_summary=count`,
+`Patient/[id]/$everything`). Behaviour switches reproduce what real providers
 do: Epic refuses Observation searches without `category`, Cerner's tokens are short and its
 answers slow, limits answer 429 with Retry-After, servers fail with transient 500s,
 `$everything` is missing or returns a part of the record, resources are slightly invalid, and
 two providers use the same ids. Shared resources (Organization, Location, Practitioner) are
 only reachable through the references to them. It keeps a log of every request it answered.
+
+The standalone launch: `/authorize` checks client_id, redirect_uri (one of
+`Credentials.redirect_uris`, or any loopback URL when none are configured), response_type=code,
+state, aud (its FHIR base) and an S256 code_challenge, then, standing in for the provider's login
+and patient picker, approves at once for `Credentials.patient` (default: the first light patient)
+and redirects with a code and the state; `Behaviour.deny_authorization` redirects with
+error=access_denied instead. The token endpoint's authorization_code grant takes the code once
+within a minute, with the same redirect_uri and the code_verifier of the challenge, and answers
+an access token, a refresh token (valid for later refresh_token grants), expires_in, scope and
+patient.
 """
 
 from __future__ import annotations
 
 import base64
 import gzip
+import hashlib
 import json
 import secrets
 import threading
@@ -27,6 +40,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import jwt
 
 from fhirserver.registry import r4
+from sync.connections import is_loopback
 
 SYNTHEA = Path(__file__).resolve().parents[2] / "shared" / "data" / "synthea"
 SHARED_BUNDLES = (
@@ -51,6 +65,7 @@ class Behaviour:
     invalid: bool = False  # some resources carry empty strings and bad dates
     id_prefix: str = ""
     page_size: int = 20
+    deny_authorization: bool = False  # /authorize answers error=access_denied (the user said no)
 
     @classmethod
     def named(cls, name: str, **overrides) -> Behaviour:
@@ -69,6 +84,8 @@ class Credentials:
     client_secret: str = "sim-secret"  # noqa: S105 (the simulator's own test credential)
     refresh_token: str = "sim-refresh"  # noqa: S105
     public_key_pem: str = ""  # verifies JWT client assertions when set
+    redirect_uris: tuple[str, ...] = ()  # of standalone launches; none: any loopback URL
+    patient: str = ""  # whom /authorize approves; default: id prefix + the first light patient
 
 
 @dataclass
@@ -166,6 +183,8 @@ class Simulator:
         self.log: list[tuple[float, str, int]] = []  # (time, path, status) of every request
         self._tokens: dict[str, float] = {}
         self._assertions: set[str] = set()
+        self._codes: dict[str, dict] = {}  # authorization codes of standalone launches
+        self._refresh_tokens: set[str] = set()  # issued by the authorization_code grant
         self._lock = threading.Lock()
         self._window: tuple[float, int] = (0.0, 0)
         self._count = 0
@@ -191,7 +210,9 @@ class Simulator:
         if not self._client_authenticated(form, authorization):
             return 401, {"error": "invalid_client"}
         grant = form.get("grant_type")
-        if grant == "refresh_token" and form.get("refresh_token") != self.credentials.refresh_token:
+        if grant == "authorization_code":
+            return self.authorization_code_grant(form)
+        if grant == "refresh_token" and not self._refresh_token_valid(form.get("refresh_token", "")):
             return 400, {"error": "invalid_grant"}
         if grant not in ("refresh_token", "client_credentials"):
             return 400, {"error": "unsupported_grant_type"}
@@ -203,6 +224,95 @@ class Simulator:
             "token_type": "Bearer",
             "expires_in": self.behaviour.token_seconds,
         }
+
+    # ----- SMART standalone launch: authorize, authorization_code grant, discovery ----------
+    def authorize(self, query: dict[str, str]) -> tuple[int, dict, dict]:
+        """(status, body, headers): a redirect to the client with a code or an error, or a 400
+        when the client or its redirect URI are wrong (RFC 6749 4.1.2.1: never redirected)."""
+        redirect_uri = query.get("redirect_uri", "")
+        if query.get("client_id") != self.credentials.client_id:
+            return 400, {"error": "invalid_request", "error_description": "unknown client_id"}, {}
+        if not self._redirect_uri_allowed(redirect_uri):
+            return 400, {"error": "invalid_request", "error_description": "redirect_uri not registered"}, {}
+        state = query.get("state", "")
+        problem = None
+        if query.get("response_type") != "code":
+            problem = "unsupported_response_type", "response_type must be code"
+        elif not state:
+            problem = "invalid_request", "state is required"
+        elif query.get("aud", "").rstrip("/") != self.base_url:
+            problem = "invalid_request", "aud must be this server's FHIR base"
+        elif query.get("code_challenge_method") != "S256" or not query.get("code_challenge"):
+            problem = "invalid_request", "PKCE with code_challenge_method S256 is required"
+        elif self.behaviour.deny_authorization:
+            problem = "access_denied", "The user refused the authorization"
+        if problem:
+            answer = {
+                "error": problem[0],
+                "error_description": problem[1],
+                **({"state": state} if state else {}),
+            }
+            return 302, {}, {"Location": _with_query(redirect_uri, answer)}
+        code = secrets.token_urlsafe(24)
+        with self._lock:
+            self._codes[code] = {
+                "expires": time.time() + 60,
+                "redirect_uri": redirect_uri,
+                "challenge": query["code_challenge"],
+                "scope": query.get("scope", ""),
+            }
+        return 302, {}, {"Location": _with_query(redirect_uri, {"code": code, "state": state})}
+
+    def authorization_code_grant(self, form: dict[str, str]) -> tuple[int, dict]:
+        """The code (once, within its minute) for tokens, given its redirect_uri and code_verifier."""
+        with self._lock:
+            issued = self._codes.pop(form.get("code", ""), None)
+        verifier = form.get("code_verifier", "")
+        challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+        fresh = issued is not None and issued["expires"] >= time.time()
+        if not (
+            fresh
+            and issued["redirect_uri"] == form.get("redirect_uri")
+            and verifier
+            and secrets.compare_digest(challenge, issued["challenge"])
+        ):
+            return 400, {"error": "invalid_grant"}
+        token, refresh = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
+        with self._lock:
+            self._tokens[token] = time.time() + self.behaviour.token_seconds
+            self._refresh_tokens.add(refresh)
+        return 200, {
+            "access_token": token,
+            "token_type": "Bearer",
+            "expires_in": self.behaviour.token_seconds,
+            "scope": issued["scope"],
+            "refresh_token": refresh,
+            "patient": self.launch_patient,
+        }
+
+    @property
+    def launch_patient(self) -> str:
+        return self.credentials.patient or self.behaviour.id_prefix + LIGHT_PATIENTS[0]
+
+    def smart_configuration(self) -> dict:
+        return {
+            "authorization_endpoint": self.url + "/authorize",
+            "token_endpoint": self.token_url,
+            "token_endpoint_auth_methods_supported": ["client_secret_basic", "private_key_jwt"],
+            "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
+            "code_challenge_methods_supported": ["S256"],
+            "capabilities": ["launch-standalone", "context-standalone-patient", "permission-offline"],
+        }
+
+    def _redirect_uri_allowed(self, uri: str) -> bool:
+        if self.credentials.redirect_uris:
+            return uri in self.credentials.redirect_uris
+        parts = urlsplit(uri)
+        return parts.scheme in ("http", "https") and is_loopback(parts.hostname or "")
+
+    def _refresh_token_valid(self, token: str) -> bool:
+        with self._lock:
+            return token == self.credentials.refresh_token or token in self._refresh_tokens
 
     def _client_authenticated(self, form: dict[str, str], authorization: str) -> bool:
         expected = self.credentials
@@ -343,6 +453,10 @@ def _category_codes(resource: dict) -> set[str]:
     return {coding.get("code") for concept in categories for coding in concept.get("coding", [])}
 
 
+def _with_query(uri: str, parameters: dict[str, str]) -> str:
+    return uri + ("&" if urlsplit(uri).query else "?") + urlencode(parameters)
+
+
 def _outcome(code: str, text: str) -> dict:
     return {
         "resourceType": "OperationOutcome",
@@ -357,6 +471,10 @@ def _handler(simulator: Simulator) -> type[BaseHTTPRequestHandler]:
         def do_GET(self) -> None:
             parts = urlsplit(self.path)
             query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+            if parts.path == "/authorize":
+                return self._send(*simulator.authorize(query))
+            if parts.path == "/fhir/.well-known/smart-configuration":
+                return self._send(200, simulator.smart_configuration())
             if not parts.path.startswith("/fhir"):
                 return self._send(404, _outcome("not-found", "Unknown path"))
             path = parts.path[len("/fhir") :]

@@ -6,7 +6,7 @@ import time
 
 from django.core.management.base import BaseCommand
 
-from sync.simulator import LIGHT_PATIENTS, Behaviour, Dataset, Simulator
+from sync.simulator import LIGHT_PATIENTS, Behaviour, Credentials, Dataset, Simulator
 
 
 class Command(BaseCommand):
@@ -33,10 +33,15 @@ class Command(BaseCommand):
         if o["token_seconds"]:
             overrides["token_seconds"] = o["token_seconds"]
         behaviour = Behaviour.named(o["behaviour"], **overrides)
-        data = Dataset.load(tuple(o["patient"] or LIGHT_PATIENTS), behaviour.id_prefix)
-        simulator = Simulator(behaviour, data=data, port=o["port"]).start()
+        chosen = tuple(o["patient"] or LIGHT_PATIENTS)
+        data = Dataset.load(chosen, behaviour.id_prefix)
+        credentials = Credentials(patient=behaviour.id_prefix + chosen[0])
+        simulator = Simulator(behaviour, credentials, data=data, port=o["port"]).start()
         patients = sorted({owner for owner in data.patient_of.values()})
         self.stdout.write(f"FHIR base {simulator.base_url}  token URL {simulator.token_url}")
+        self.stdout.write(
+            f"authorize URL {simulator.url}/authorize (approves patient {credentials.patient} at once)"
+        )
         self.stdout.write(
             f"client sim-client / sim-secret, refresh token sim-refresh; patients {', '.join(patients)}"
         )
