@@ -7,7 +7,10 @@
 - ids: deterministic local ids, uuid5 of provider + type + provider id, so two providers never
   collide and a re-sync meets the same ids; the provider's URL of the resource is meta.source;
 - references to fetched resources are rewritten to their local ids; others become absolute
-  URLs at the provider (honest, not dangling);
+  URLs at the provider (honest, not dangling); so are attachment URLs naming a Binary at the
+  provider (`Binary/<local id>`, relative: R4 datatypes.html#Attachment reads a relative
+  Attachment.url like a resource reference, and it stays true whatever URL the tenant is served
+  at); attachment URLs elsewhere are kept as they are;
 - a SHA-256 of the canonical prepared JSON.
 
 `store` writes in one transaction through fhirserver.storage.repository (validated, versioned,
@@ -129,6 +132,10 @@ def prepare(provider_id: object, base_url: str, found: dict[Key, dict]) -> tuple
                 value["reference"] = (
                     f"{target[0]}/{ids[target]}" if target in ids else f"{base_url}/{target[0]}/{target[1]}"
                 )
+            url = value.get("url")
+            binary = local_key(url, base_url) if isinstance(url, str) else None
+            if binary is not None and binary[0] == "Binary":
+                value["url"] = f"Binary/{ids[binary]}" if binary in ids else f"{base_url}/Binary/{binary[1]}"
             items = value.values()
         else:
             items = value

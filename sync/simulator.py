@@ -9,12 +9,21 @@ answers slow, limits answer 429 with Retry-After, servers fail with transient 50
 `$everything` is missing or returns a part of the record, resources are slightly invalid, and
 two providers use the same ids. Shared resources (Organization, Location, Practitioner) are
 only reachable through the references to them. It keeps a log of every request it answered.
+
+Attachments (`binary_urls`, on in the Epic and Cerner presets, as those providers do): the
+inline `data` of DocumentReference.content.attachment and DiagnosticReport.presentedForm is
+served instead as `url` = `<base>/Binary/<id>` (ids derived from the resource and position), and
+`GET Binary/<id>` answers a FHIR Binary (contentType, base64 data) to `Accept:
+application/fhir+json`, else the raw bytes with their Content-Type (`binary_raw`: always raw,
+as servers that ignore Accept do).
 """
 
 from __future__ import annotations
 
 import base64
+import copy
 import gzip
+import hashlib
 import json
 import secrets
 import threading
@@ -51,14 +60,21 @@ class Behaviour:
     invalid: bool = False  # some resources carry empty strings and bad dates
     id_prefix: str = ""
     page_size: int = 20
+    binary_urls: bool = False  # attachments by URL to Binary/<id> instead of inline data
+    binary_raw: bool = False  # Binary reads answer raw bytes whatever the Accept header
 
     @classmethod
     def named(cls, name: str, **overrides) -> Behaviour:
         """Presets: generic, epic, cerner."""
         presets = {
             "generic": {},
-            "epic": {"require_category": ("Observation",), "everything": "missing"},
-            "cerner": {"token_seconds": 600, "delay_seconds": 0.05, "everything": "missing"},
+            "epic": {"require_category": ("Observation",), "everything": "missing", "binary_urls": True},
+            "cerner": {
+                "token_seconds": 600,
+                "delay_seconds": 0.05,
+                "everything": "missing",
+                "binary_urls": True,
+            },
         }
         return cls(**{**presets[name], **overrides})
 
@@ -173,6 +189,11 @@ class Simulator:
         self._httpd.daemon_threads = True
         self.url = f"http://{host}:{self._httpd.server_address[1]}"
         self.base_url, self.token_url = self.url + "/fhir", self.url + "/token"
+        # (type, id) -> ids of the Binaries its attachments are served as; id -> (contentType, data)
+        self.attachments: dict[tuple[str, str], list[str]] = {}
+        self.binaries: dict[str, tuple[str, str]] = {}
+        if self.behaviour.binary_urls:
+            self._index_attachments()
 
     def start(self) -> Simulator:
         threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
@@ -306,7 +327,8 @@ class Simulator:
 
     def served(self, resource: dict) -> dict:
         every_third = self.behaviour.invalid and sum(map(ord, resource["id"])) % 3 == 0
-        return spoil(resource) if every_third else resource
+        resource = spoil(resource) if every_third else resource
+        return self._attachments_by_url(resource) if self.behaviour.binary_urls else resource
 
     def capability(self) -> dict:
         kinds = sorted({kind for kind, _ in self.data.resources})
@@ -334,6 +356,50 @@ class Simulator:
                 }
             ],
         }
+
+    # ----- attachments served by URL (Behaviour.binary_urls) ---------------------------------
+    def _index_attachments(self) -> None:
+        for key, resource in self.data.resources.items():
+            for n, attachment in enumerate(_attachments(resource)):
+                if "data" in attachment:
+                    ident = hashlib.sha256(f"{key[0]}/{key[1]}/{n}".encode()).hexdigest()[:32]
+                    self.attachments.setdefault(key, []).append(ident)
+                    content_type = attachment.get("contentType", "application/octet-stream")
+                    self.binaries[ident] = (content_type, attachment["data"])
+
+    def _attachments_by_url(self, resource: dict) -> dict:
+        """A copy whose inline attachments are URLs of the Binaries that hold their data."""
+        idents = self.attachments.get((resource["resourceType"], resource["id"]))
+        if not idents:
+            return resource
+        resource = copy.deepcopy(resource)
+        remaining = iter(idents)
+        for attachment in _attachments(resource):
+            if "data" in attachment:
+                attachment.pop("data")
+                attachment["url"] = f"{self.base_url}/Binary/{next(remaining)}"
+        return resource
+
+    def binary(self, ident: str, accept: str) -> tuple[int, bytes, str]:
+        """(status, body, Content-Type) of GET Binary/<id>: FHIR JSON when asked for, else raw."""
+        if ident not in self.binaries:
+            return 404, json.dumps(_outcome("not-found", "Unknown Binary")).encode(), "application/fhir+json"
+        content_type, data = self.binaries[ident]
+        if "fhir+json" in accept and not self.behaviour.binary_raw:
+            body = {"resourceType": "Binary", "id": ident, "contentType": content_type, "data": data}
+            return 200, json.dumps(body).encode(), "application/fhir+json"
+        return 200, base64.b64decode(data), content_type
+
+
+def _attachments(resource: dict) -> list[dict]:
+    """The Attachments of DocumentReference.content and DiagnosticReport.presentedForm, in order."""
+    if resource["resourceType"] == "DocumentReference":
+        found = [content.get("attachment") for content in resource.get("content", [])]
+    elif resource["resourceType"] == "DiagnosticReport":
+        found = list(resource.get("presentedForm", []))
+    else:
+        found = []
+    return [attachment for attachment in found if isinstance(attachment, dict)]
 
 
 def _category_codes(resource: dict) -> set[str]:
@@ -364,6 +430,10 @@ def _handler(simulator: Simulator) -> type[BaseHTTPRequestHandler]:
                 status, body, headers = simulator.admit(self.headers.get("Authorization", ""))
                 if status:
                     return self._send(status, body, headers)
+            if path.startswith("/Binary/"):
+                return self._send_bytes(
+                    *simulator.binary(path[len("/Binary/") :], self.headers.get("Accept", ""))
+                )
             self._send(*simulator.fhir(path, query))
 
         def do_POST(self) -> None:
@@ -381,6 +451,14 @@ def _handler(simulator: Simulator) -> type[BaseHTTPRequestHandler]:
             self.send_header("Content-Length", str(len(data)))
             for name, value in (headers or {}).items():
                 self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(data)
+
+        def _send_bytes(self, status: int, data: bytes, content_type: str) -> None:
+            simulator.log.append((time.time(), self.path, status))
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)
 

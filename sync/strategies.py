@@ -13,7 +13,11 @@ category (Epic refuses an Observation search without one). The crawl (Crawl.run)
    category type runs one search per category plus a plain one, whose refusal is expected;
 4. follows references found in what it fetched (Encounter -> Practitioner/Location/
    Organization, DiagnosticReport -> Observation, ...) to `reference_depth`, each target read
-   once (duplicates and cycles are skipped; other patients are never followed).
+   once (duplicates and cycles are skipped; other patients are never followed);
+5. fetches the Binaries that attachments of what it fetched point to by URL (any `url` element,
+   Attachment.url in DocumentReference.content, DiagnosticReport.presentedForm, ..., that is
+   `Binary/<id>` relative or absolute on the provider's base), each once, whatever the
+   reference depth: an attachment is part of its resource. URLs elsewhere are left alone.
 
 Every search follows `next` links to the end (sync.client).
 """
@@ -109,6 +113,7 @@ class Crawl:
             remaining = self._everything(remaining)
         self._parallel([task for kind in remaining for task in self._searches(kind)])
         self._follow_references()
+        self._fetch_attachments()
         return self.found
 
     def _everything(self, types: list[str]) -> list[str]:
@@ -178,6 +183,22 @@ class Crawl:
 
         return task
 
+    def _fetch_attachments(self) -> None:
+        base = self.client.base_url
+        targets = {key for resource in self.found.values() for key in attachment_binaries(resource, base)}
+        self._parallel([self._binary_task(key) for key in sorted(targets - self.found.keys() - self.missing)])
+
+    def _binary_task(self, key: Key) -> Callable[[], None]:
+        def task() -> None:
+            resource = self.client.binary(f"Binary/{key[1]}")
+            if resource is None:
+                self.missing.add(key)
+            else:
+                self.client.stats.add(fetched=1)
+                self._add([{**resource, "resourceType": "Binary", "id": key[1]}])
+
+        return task
+
     def _references(self, resource: dict) -> Iterable[Key]:
         for reference in references_in(resource):
             key = local_key(reference, self.client.base_url)
@@ -239,6 +260,21 @@ def references_in(value: object) -> Iterable[str]:
     elif isinstance(value, list):
         for item in value:
             yield from references_in(item)
+
+
+def attachment_binaries(value: object, base_url: str) -> Iterable[Key]:
+    """("Binary", id) of every `url` element (Attachment.url) naming a Binary at the provider."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if key == "url" and isinstance(item, str):
+                target = local_key(item, base_url)
+                if target is not None and target[0] == "Binary":
+                    yield target
+            elif isinstance(item, dict | list):
+                yield from attachment_binaries(item, base_url)
+    elif isinstance(value, list):
+        for item in value:
+            yield from attachment_binaries(item, base_url)
 
 
 def local_key(reference: str, base_url: str) -> Key | None:

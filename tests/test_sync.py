@@ -109,7 +109,8 @@ def start_worker() -> subprocess.Popen:
 
 
 def expected_keys(simulator: Simulator, patient: str) -> set[tuple[str, str]]:
-    """What a complete sync holds: the compartment and what it references, transitively."""
+    """What a complete sync holds: the compartment and what it references, transitively, and the
+    Binaries its attachments are served as (Behaviour.binary_urls)."""
     from sync.strategies import local_key, references_in
 
     keys = {(r["resourceType"], r["id"]) for r in simulator.data.compartment(patient)}
@@ -121,7 +122,7 @@ def expected_keys(simulator: Simulator, patient: str) -> set[tuple[str, str]]:
         }  # fmt: skip
         frontier = found - keys
         keys |= found
-    return keys
+    return keys | {("Binary", ident) for key in keys for ident in simulator.attachments.get(key, ())}
 
 
 def stored(snapshot: Snapshot) -> Counter:

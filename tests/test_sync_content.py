@@ -1,0 +1,125 @@
+"""Sync (sync/) of what records carry besides their resources, over real HTTP against the
+provider simulator into tenant alpha: Binary attachments, per-source Provenance, the expiry of
+what a provider taught about `$everything`, and the VA-style provider.
+
+Helpers come from tests/test_sync.py (the same tenant, queue and simulator fixtures)."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import httpx
+import pytest
+
+from sync.models import SnapshotEntry
+from sync.simulator import Behaviour, Dataset
+from tests import test_sync
+from tests.test_sync import LARGER, SMALL, TENANT, add_provider, assert_complete, in_alpha, link, sync
+
+dataset, simulators = test_sync.dataset, test_sync.simulators  # the fixtures, shared
+
+
+def current(owner_db, kind: str, ident: str) -> dict:
+    (content,) = owner_db.execute(
+        f"SELECT content FROM {TENANT}.fhir_resource WHERE resource_type = %s AND resource_id = %s",
+        [kind, ident],
+    ).fetchone()
+    return json.loads(content)
+
+
+def entries(snapshot, kind: str) -> list[str]:
+    with in_alpha():
+        return list(
+            SnapshotEntry.objects.filter(snapshot=snapshot, resource_type=kind).values_list(
+                "resource_id", flat=True
+            )
+        )
+
+
+def sim_token(simulator) -> str:
+    answer = httpx.post(
+        simulator.token_url,
+        data={"grant_type": "client_credentials", "client_id": "sim-client", "client_secret": "sim-secret"},
+    )
+    return answer.json()["access_token"]
+
+
+# ----- Binary / attachments ---------------------------------------------------------------------
+def test_simulator_serves_attachments_as_fhir_binary_or_raw_bytes(simulators):
+    simulator = simulators(Behaviour.named("epic"))
+    document = next(r for (kind, _), r in simulator.data.resources.items() if kind == "DocumentReference")
+    served = simulator.served(document)
+    url = served["content"][0]["attachment"]["url"]
+    assert "data" not in served["content"][0]["attachment"] and url.startswith(
+        simulator.base_url + "/Binary/"
+    )
+    assert "data" in document["content"][0]["attachment"]  # the dataset itself is untouched
+    original = document["content"][0]["attachment"]["data"]
+    headers = {"Authorization": f"Bearer {sim_token(simulator)}"}
+    as_fhir = httpx.get(url, headers={**headers, "Accept": "application/fhir+json"})
+    assert as_fhir.headers["Content-Type"] == "application/fhir+json"
+    assert as_fhir.json()["resourceType"] == "Binary" and as_fhir.json()["data"] == original
+    raw = httpx.get(url, headers={**headers, "Accept": "*/*"})
+    assert raw.headers["Content-Type"].startswith("text/plain") and raw.content == base64.b64decode(original)
+    assert httpx.get(url + "x", headers=headers).status_code == 404
+
+
+@pytest.mark.parametrize("raw", [False, True], ids=["fhir-json", "raw-bytes"])
+def test_attachments_are_fetched_once_stored_as_binary_and_pointed_at_locally(simulators, owner_db, raw):
+    simulator = simulators(Behaviour.named("cerner", delay_seconds=0, binary_raw=raw))
+    link_id = link(add_provider(simulator, "cerner"), LARGER)
+    snapshot = sync(link_id)
+    assert_complete(snapshot, simulator, LARGER)
+    binaries = [path for _, path, _ in simulator.log if path.startswith("/fhir/Binary/")]
+    expected = {
+        i for key, idents in simulator.attachments.items() for i in idents if key in _compartment(simulator)
+    }
+    assert len(binaries) == len(expected) == snapshot.counts["Binary"] > 0  # each fetched once
+    documents = entries(snapshot, "DocumentReference")
+    assert documents
+    for ident in documents:
+        document = current(owner_db, "DocumentReference", ident)
+        source = simulator.data.resources[tuple(document["meta"]["source"].rsplit("/", 2)[-2:])]
+        for stored, original in zip(document["content"], source["content"], strict=True):
+            attachment = stored["attachment"]
+            assert "data" not in attachment and attachment["url"].startswith("Binary/")
+            binary = current(owner_db, "Binary", attachment["url"].removeprefix("Binary/"))
+            assert binary["data"] == original["attachment"]["data"]
+            assert binary["contentType"] == original["attachment"]["contentType"]
+            assert binary["meta"]["source"].startswith(simulator.base_url + "/Binary/")
+    assert snapshot.fetched >= len(expected)
+    again = sync(link_id)  # unchanged: nothing written, nothing fetched twice within a run
+    assert again.status == "complete" and again.written == 0
+
+
+def _compartment(simulator) -> set:
+    return {(r["resourceType"], r["id"]) for r in simulator.data.compartment(LARGER)}
+
+
+def test_attachment_urls_elsewhere_are_kept_and_missing_binaries_point_at_the_provider(simulators, owner_db):
+    data = Dataset.load((SMALL,))
+    documents = sorted(key for key in data.by_patient[SMALL] if key[0] == "DocumentReference")
+    foreign, gone = documents[0], documents[1]
+    data.resources[foreign]["content"][0]["attachment"] = {
+        "contentType": "application/pdf",
+        "url": "https://elsewhere.example.org/notes/1.pdf",
+    }
+    simulator = simulators(Behaviour(binary_urls=True), data=data)
+    lost = simulator.attachments[gone][0]
+    del simulator.binaries[lost]  # the provider names a Binary it no longer has
+    snapshot = sync(link(add_provider(simulator), SMALL))
+    assert snapshot.status == "complete", snapshot.description
+    by_source = {}
+    for ident in entries(snapshot, "DocumentReference"):
+        document = current(owner_db, "DocumentReference", ident)
+        by_source[tuple(document["meta"]["source"].rsplit("/", 2)[-2:])] = document
+    assert (
+        by_source[foreign]["content"][0]["attachment"]["url"] == "https://elsewhere.example.org/notes/1.pdf"
+    )
+    assert by_source[gone]["content"][0]["attachment"]["url"] == f"{simulator.base_url}/Binary/{lost}"
+    assert snapshot.counts["Binary"] == len(documents) - 2 + sum(
+        len(simulator.attachments.get(key, ()))
+        for key in data.by_patient[SMALL]
+        if key[0] == "DiagnosticReport"
+    )
