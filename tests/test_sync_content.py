@@ -15,7 +15,17 @@ import pytest
 from sync.models import SnapshotEntry
 from sync.simulator import Behaviour, Dataset
 from tests import test_sync
-from tests.test_sync import LARGER, SMALL, TENANT, add_provider, assert_complete, in_alpha, link, sync
+from tests.test_sync import (
+    LARGER,
+    SMALL,
+    TENANT,
+    add_provider,
+    assert_complete,
+    imported_and_provenances,
+    in_alpha,
+    link,
+    sync,
+)
 
 dataset, simulators = test_sync.dataset, test_sync.simulators  # the fixtures, shared
 
@@ -123,3 +133,61 @@ def test_attachment_urls_elsewhere_are_kept_and_missing_binaries_point_at_the_pr
         for key in data.by_patient[SMALL]
         if key[0] == "DiagnosticReport"
     )
+
+
+# ----- per-source Provenance ------------------------------------------------------------------
+def test_each_imported_version_has_its_provenance_and_an_unchanged_resync_writes_none(
+    simulators, owner_db, fhir
+):
+    from sync.importer import provenance_id
+
+    data = Dataset.load((SMALL,))
+    simulator = simulators(Behaviour(invalid=True), data=data)
+    provider = add_provider(simulator)
+    link_id = link(provider, SMALL)
+    first = sync(link_id)
+    assert_complete(first, simulator, SMALL)
+    imported, provenances = imported_and_provenances(first)
+    assert first.written == len(imported) + len(provenances)  # a new provider: everything new
+    changed = {change["resource"] for change in first.changes}
+    kind, ident, version = next(e for e in imported if f"{e[0]}/{e[1]}" in changed)
+    record = current(owner_db, "Provenance", provenance_id(kind, ident, version))
+    assert record["target"] == [{"reference": f"{kind}/{ident}/_history/{version}"}]
+    assert record["activity"]["coding"][0]["code"] == "CREATE" and record["recorded"].startswith("20")
+    assert [agent["type"]["coding"][0]["code"] for agent in record["agent"]] == ["author", "transmitter"]
+    assert all(agent["who"]["identifier"]["value"] == simulator.base_url for agent in record["agent"])
+    source = current(owner_db, kind, ident)["meta"]["source"]
+    assert record["entity"] == [
+        {
+            "role": "source",
+            "what": {"identifier": {"system": "urn:ietf:rfc:3986", "value": source}, "display": source},
+        }
+    ]
+    removed = [
+        {part["url"]: part["valueString"] for part in extension["extension"]}
+        for extension in record["extension"]
+    ]
+    assert removed == [
+        {"element": c["element"], "reason": c["reason"]}
+        for c in first.changes
+        if c["resource"] == f"{kind}/{ident}"
+    ]
+    # US Core: a client finds a resource's Provenance by target (besides the provider's own)
+    found = fhir.get("/Provenance", params={"target": f"{kind}/{ident}"}).json()
+    assert record["id"] in [e["resource"]["id"] for e in found.get("entry", [])]
+
+    again = sync(link_id)  # unchanged: zero new versions, the same manifest, Provenances included
+    assert again.status == "complete" and again.written == 0
+    assert sorted(imported_and_provenances(again)[0]) == sorted(imported)
+    assert imported_and_provenances(again)[1] == provenances
+
+    observation = next(key for key in data.by_patient[SMALL] if key[0] == "Observation")
+    data.resources[observation] = {**data.resources[observation], "status": "amended"}
+    third = sync(link_id)  # one resource changed: its new version and that version's Provenance
+    assert third.status == "complete" and third.written == 2, third.written
+    entries, ours = imported_and_provenances(third)
+    (updated,) = [e for e in entries if e not in imported]
+    assert updated[0] == "Observation" and updated[2] == 2
+    assert provenance_id(*updated) in ours and provenance_id(*updated[:2], 1) not in ours
+    update = current(owner_db, "Provenance", provenance_id(*updated))
+    assert update["activity"]["coding"][0]["code"] == "UPDATE"
