@@ -8,7 +8,9 @@ category (Epic refuses an Observation search without one). The crawl (Crawl.run)
 2. with `$everything` (unless the provider is known to lack it or to leave things out), pages
    through it, then checks every claimed type with a `_summary=count` search: a type with more
    than `$everything` gave is searched in full (capability statements and `$everything` lie);
-   the outcome is remembered per provider (Provider.learned) for the next runs;
+   the outcome is remembered per provider (Provider.learned, with the time it was learned) for
+   the next runs; a failure or an incomplete answer is tried again after
+   `everything_retry_days` (7; providers fix things, and a transient outage also fails it);
 3. otherwise searches each type by patient, in parallel up to the provider's concurrency; a
    category type runs one search per category plus a plain one, whose refusal is expected;
 4. follows references found in what it fetched (Encounter -> Practitioner/Location/
@@ -28,6 +30,7 @@ import re
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 
 from fhirserver.registry import r4
 from sync.client import Client, FetchFailed
@@ -51,6 +54,7 @@ class Strategy:
     everything: bool
     categories: dict[str, tuple[str, ...]] = field(default_factory=dict)
     reference_depth: int = 2
+    everything_retry_days: float = 7.0  # a remembered `failed`/`incomplete` $everything expires
 
 
 STRATEGIES = {
@@ -70,7 +74,8 @@ STRATEGIES = {
 
 def strategy_for(kind: str, options: dict) -> Strategy:
     """The family's strategy with the provider's overrides (Provider.options): `everything`
-    (bool), `categories` ({type: [codes]}), `reference_depth` (int)."""
+    (bool), `categories` ({type: [codes]}), `reference_depth` (int), `everything_retry_days`
+    (number)."""
     strategy = STRATEGIES.get(kind, STRATEGIES["generic"])
     categories = {**strategy.categories, **{k: tuple(v) for k, v in options.get("categories", {}).items()}}
     return replace(
@@ -78,6 +83,7 @@ def strategy_for(kind: str, options: dict) -> Strategy:
         everything=bool(options.get("everything", strategy.everything)),
         categories=categories,
         reference_depth=int(options.get("reference_depth", strategy.reference_depth)),
+        everything_retry_days=float(options.get("everything_retry_days", strategy.everything_retry_days)),
     )
 
 
@@ -105,23 +111,34 @@ class Crawl:
             raise FetchFailed("the linked patient is not known at the provider", 404)
         self._add([patient])
         remaining = [kind for kind in types if kind != "Patient"]
-        if (
-            self.strategy.everything
-            and declared
-            and self.learned.get("everything") not in ("failed", "incomplete")
-        ):
+        if self.strategy.everything and declared and not self._everything_known_to_fail():
             remaining = self._everything(remaining)
         self._parallel([task for kind in remaining for task in self._searches(kind)])
         self._follow_references()
         self._fetch_attachments()
         return self.found
 
+    def _everything_known_to_fail(self) -> bool:
+        """$everything failed or left things out less than `everything_retry_days` ago. An
+        outcome without its time (remembered before times were) is stale: try again."""
+        if self.learned.get("everything") not in ("failed", "incomplete"):
+            return False
+        try:
+            learned_at = datetime.fromisoformat(self.learned["everything_at"])
+        except (KeyError, TypeError, ValueError):
+            return False
+        return datetime.now(UTC) - learned_at < timedelta(days=self.strategy.everything_retry_days)
+
+    def _learn_everything(self, outcome: str) -> None:
+        self.learned["everything"] = outcome
+        self.learned["everything_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+
     def _everything(self, types: list[str]) -> list[str]:
         """Fetch through $everything; the types it left out (which still need searching)."""
         try:
             self._add(self.client.search(f"Patient/{self.patient_id}/$everything", kind="$everything"))
         except FetchFailed:
-            self.learned["everything"] = "failed"
+            self._learn_everything("failed")
             return types
         got: dict[str, int] = {}
         for kind, _ in self.found:
@@ -137,7 +154,7 @@ class Crawl:
 
         self._parallel([count(kind) for kind in types])
         short = [kind for kind in types if counts.get(kind, 0) > got.get(kind, 0)]
-        self.learned["everything"] = "incomplete" if short else "works"
+        self._learn_everything("incomplete" if short else "works")
         return short
 
     def _searches(self, kind: str) -> list[Callable[[], None]]:

@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import base64
 import json
+import uuid
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
+from django.contrib.auth.models import User
 
-from sync.models import SnapshotEntry
+from sync.models import Provider, SnapshotEntry
 from sync.simulator import Behaviour, Dataset
 from tests import test_sync
+from tests.smart_support import CSRF, PASSWORD, tenant_admin
 from tests.test_sync import (
     LARGER,
     SMALL,
@@ -191,3 +195,60 @@ def test_each_imported_version_has_its_provenance_and_an_unchanged_resync_writes
     assert provenance_id(*updated) in ours and provenance_id(*updated[:2], 1) not in ours
     update = current(owner_db, "Provenance", provenance_id(*updated))
     assert update["activity"]["coding"][0]["code"] == "UPDATE"
+
+
+# ----- $everything failure memory ---------------------------------------------------------------
+def test_a_remembered_everything_failure_expires_and_the_admin_clears_it(simulators, smart_server):
+    simulator = simulators(Behaviour(everything="lying"))
+    provider = add_provider(simulator)
+    link_id = link(provider, SMALL)
+
+    def asked() -> int:
+        return sum("$everything" in path and "_offset" not in path for _, path, _ in simulator.log)
+
+    def learned(**change) -> dict:
+        with in_alpha():
+            if change:
+                Provider.objects.filter(name=provider).update(**change)
+            return Provider.objects.get(name=provider).learned
+
+    def days_ago(days: float) -> str:
+        return (datetime.now(UTC) - timedelta(days=days)).isoformat()
+
+    assert sync(link_id).status == "complete" and asked() == 1
+    remembered = learned()
+    assert remembered["everything"] == "incomplete"
+    assert datetime.now(UTC) - datetime.fromisoformat(remembered["everything_at"]) < timedelta(minutes=5)
+    assert sync(link_id).status == "complete" and asked() == 1  # remembered: not asked again
+    learned(learned={"everything": "incomplete", "everything_at": days_ago(6)})
+    assert sync(link_id).status == "complete" and asked() == 1  # within the 7 days
+    learned(learned={"everything": "incomplete", "everything_at": days_ago(8)})
+    assert sync(link_id).status == "complete" and asked() == 2  # expired: tried again, learned again
+    assert learned()["everything"] == "incomplete" and learned()["everything_at"] > days_ago(1)
+    learned(learned={"everything": "failed"})  # remembered before outcomes had a time: stale
+    assert sync(link_id).status == "complete" and asked() == 3
+    learned(
+        options={"everything_retry_days": 1}, learned={"everything": "failed", "everything_at": days_ago(2)}
+    )
+    assert sync(link_id).status == "complete" and asked() == 4  # the provider's own retry period
+    assert sync(link_id).status == "complete" and asked() == 4
+
+    name = f"syncadmin{uuid.uuid4().hex[:8]}"
+    with in_alpha():
+        User.objects.create_superuser(name, password=PASSWORD)
+        provider_id = str(Provider.objects.get(name=provider).id)
+    with tenant_admin(smart_server.url, name) as browser:
+        listing = browser.get("/sync/provider/")
+        assert listing.status_code == 200 and "Forget what sync learned" in listing.text
+        done = browser.post(
+            "/sync/provider/",
+            data={
+                "csrfmiddlewaretoken": CSRF.search(listing.text).group(1),
+                "action": "forget_learned",
+                "_selected_action": provider_id,
+                "index": "0",
+            },
+        )
+        assert done.status_code == 200 and "forgot what it learned about 1 provider" in done.text
+    assert learned() == {}
+    assert sync(link_id).status == "complete" and asked() == 5
