@@ -10,6 +10,10 @@ answers slow, limits answer 429 with Retry-After, servers fail with transient 50
 two providers use the same ids. Shared resources (Organization, Location, Practitioner) are
 only reachable through the references to them. It keeps a log of every request it answered.
 
+VA (the `va` preset, after VA Lighthouse's patient-health FHIR API): searches name the patient
+with `patient` only (`subject` is refused), no `$everything`, `_count` capped at 100 and pages
+linked by `page=`, references absolute, ids like `I2-...`.
+
 Attachments (`binary_urls`, on in the Epic and Cerner presets, as those providers do): the
 inline `data` of DocumentReference.content.attachment and DiagnosticReport.presentedForm is
 served instead as `url` = `<base>/Binary/<id>` (ids derived from the resource and position), and
@@ -62,10 +66,14 @@ class Behaviour:
     page_size: int = 20
     binary_urls: bool = False  # attachments by URL to Binary/<id> instead of inline data
     binary_raw: bool = False  # Binary reads answer raw bytes whatever the Accept header
+    patient_param: str = ""  # the one search parameter that names the patient (VA: patient)
+    max_count: int = 0  # the largest page a search answers, whatever _count asks; 0: no cap
+    paging: str = "offset"  # next links by `_offset`, or by `page` number (VA)
+    absolute_references: bool = False  # references served as absolute URLs (VA)
 
     @classmethod
     def named(cls, name: str, **overrides) -> Behaviour:
-        """Presets: generic, epic, cerner."""
+        """Presets: generic, epic, cerner, va."""
         presets = {
             "generic": {},
             "epic": {"require_category": ("Observation",), "everything": "missing", "binary_urls": True},
@@ -74,6 +82,15 @@ class Behaviour:
                 "delay_seconds": 0.05,
                 "everything": "missing",
                 "binary_urls": True,
+            },
+            "va": {
+                "everything": "missing",
+                "patient_param": "patient",
+                "max_count": 100,
+                "page_size": 30,
+                "paging": "page",
+                "absolute_references": True,
+                "id_prefix": "I2-",
             },
         }
         return cls(**{**presets[name], **overrides})
@@ -297,6 +314,9 @@ class Simulator:
         )
         if patient is None:
             return 400, _outcome("required", "This server searches by patient only")
+        wanted = self.behaviour.patient_param
+        if wanted and (wanted not in query or any(p in query for p in ("subject", "beneficiary"))):
+            return 400, _outcome("not-supported", f"Search by '{wanted}' only")
         found = [
             r for r in self.data.compartment(patient.removeprefix("Patient/")) if r["resourceType"] == kind
         ]
@@ -309,7 +329,9 @@ class Simulator:
 
     def page(self, found: list[dict], path: str, query: dict[str, str]) -> dict:
         size = int(query.get("_count", self.behaviour.page_size))
-        offset = int(query.get("_offset", 0))
+        size = min(size, self.behaviour.max_count) if self.behaviour.max_count else size
+        by_page = self.behaviour.paging == "page"
+        offset = (int(query.get("page", 1)) - 1) * size if by_page else int(query.get("_offset", 0))
         bundle = {
             "resourceType": "Bundle",
             "type": "searchset",
@@ -321,13 +343,16 @@ class Simulator:
             ],
         }
         if offset + size < len(found):
-            following = urlencode({**query, "_offset": offset + size, "_count": size})
+            step = {"page": offset // size + 2} if by_page else {"_offset": offset + size}
+            following = urlencode({**query, **step, "_count": size})
             bundle["link"].append({"relation": "next", "url": f"{self.base_url}{path}?{following}"})
         return bundle
 
     def served(self, resource: dict) -> dict:
         every_third = self.behaviour.invalid and sum(map(ord, resource["id"])) % 3 == 0
         resource = spoil(resource) if every_third else resource
+        if self.behaviour.absolute_references:
+            resource = _absolute(resource, self.base_url)
         return self._attachments_by_url(resource) if self.behaviour.binary_urls else resource
 
     def capability(self) -> dict:
@@ -400,6 +425,19 @@ def _attachments(resource: dict) -> list[dict]:
     else:
         found = []
     return [attachment for attachment in found if isinstance(attachment, dict)]
+
+
+def _absolute(value: object, base_url: str) -> object:
+    """A copy whose relative references are absolute URLs on `base_url`."""
+    if isinstance(value, dict):
+        result = {k: _absolute(v, base_url) for k, v in value.items()}
+        reference = value.get("reference")
+        if isinstance(reference, str) and "/" in reference and "://" not in reference:
+            result["reference"] = f"{base_url}/{reference}"
+        return result
+    if isinstance(value, list):
+        return [_absolute(item, base_url) for item in value]
+    return value
 
 
 def _category_codes(resource: dict) -> set[str]:

@@ -21,7 +21,9 @@ category (Epic refuses an Observation search without one). The crawl (Crawl.run)
    `Binary/<id>` relative or absolute on the provider's base), each once, whatever the
    reference depth: an attachment is part of its resource. URLs elsewhere are left alone.
 
-Every search follows `next` links to the end (sync.client).
+Every search follows `next` links to the end (sync.client). VA (Lighthouse patient health,
+R4): no `$everything`, every search names the patient with `patient` (`subject` is refused) and
+asks for pages of 100, its cap; its `page=` links are followed like any.
 """
 
 from __future__ import annotations
@@ -55,11 +57,13 @@ class Strategy:
     categories: dict[str, tuple[str, ...]] = field(default_factory=dict)
     reference_depth: int = 2
     everything_retry_days: float = 7.0  # a remembered `failed`/`incomplete` $everything expires
+    patient_param: str = ""  # the search parameter naming the patient; "": the compartment's
+    count: int = 0  # `_count` each search asks for; 0: the provider's default page
 
 
 STRATEGIES = {
     "generic": Strategy(everything=True),
-    "va": Strategy(everything=True),
+    "va": Strategy(everything=False, patient_param="patient", count=100),
     "cerner": Strategy(everything=False),  # its concurrency is higher (add_provider) and tokens short
     "epic": Strategy(
         everything=False,
@@ -159,6 +163,8 @@ class Crawl:
 
     def _searches(self, kind: str) -> list[Callable[[], None]]:
         params = self._patient_param(kind)
+        if self.strategy.count:
+            params["_count"] = str(self.strategy.count)
         categories = self.strategy.categories.get(kind, ())
         tasks = [self._search_task(kind, {**params, "category": code}, False) for code in categories]
         return [*tasks, self._search_task(kind, params, tolerate_refusal=bool(categories))]
@@ -174,6 +180,8 @@ class Crawl:
         return task
 
     def _patient_param(self, kind: str) -> dict:
+        if self.strategy.patient_param:
+            return {self.strategy.patient_param: self.patient_id}
         params = r4().patient_compartment.get(kind, ())
         name = next((p for p in ("patient", "subject") if p in params), params[0] if params else "patient")
         return {name: f"Patient/{self.patient_id}" if name != "patient" else self.patient_id}

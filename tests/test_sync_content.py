@@ -252,3 +252,33 @@ def test_a_remembered_everything_failure_expires_and_the_admin_clears_it(simulat
         assert done.status_code == 200 and "forgot what it learned about 1 provider" in done.text
     assert learned() == {}
     assert sync(link_id).status == "complete" and asked() == 5
+
+
+# ----- VA-style provider ------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def va_dataset() -> Dataset:
+    return Dataset.load(id_prefix="I2-")
+
+
+def test_va_sync_is_complete_by_patient_searches_paged_by_page_number(simulators, va_dataset):
+    simulator = simulators(Behaviour.named("va", max_count=25), data=va_dataset)  # small pages: paging shows
+    patient = "I2-" + LARGER
+    snapshot = sync(link(add_provider(simulator, "va"), patient))
+    assert_complete(snapshot, simulator, patient)
+    fhir = [(path, status) for _, path, status in simulator.log if path.startswith("/fhir/")]
+    searches = [(path, status) for path, status in fhir if "?" in path]
+    assert searches and all(status == 200 for _, status in fhir)
+    assert all("patient=I2-" in path and "subject=" not in path for path, _ in searches)
+    assert all("_count=100" in path or "_count=25" in path for path, _ in searches)  # asked 100, capped
+    assert any(path.startswith("/fhir/Observation?") and "page=4" in path for path, _ in searches)
+    assert not any("$everything" in path for path, _ in fhir)
+    assert not any("_offset" in path for path, _ in fhir)
+    observations = sum(1 for key in va_dataset.by_patient[patient] if key[0] == "Observation")
+    assert snapshot.counts["Observation"] == observations > 75
+
+
+def test_the_generic_strategy_fails_on_va_quirks(simulators, va_dataset):
+    """What the va strategy is for: a VA API refuses searches by `subject`."""
+    simulator = simulators(Behaviour.named("va"), data=va_dataset)
+    snapshot = sync(link(add_provider(simulator, "generic"), "I2-" + SMALL))
+    assert snapshot.status == "failed" and "refused: HTTP 400" in snapshot.description
