@@ -1,7 +1,8 @@
 """Providers, linked patients and snapshots in each tenant's admin (/t/<slug>/admin/).
 
 Sealed credentials are never shown: the admin sees whether one is set, not its value; they are
-set with `manage.py add_provider` / `link_patient`.
+set with `manage.py add_provider` / `link_patient`. The providers' action "Forget what sync
+learned" clears `learned` (the remembered `$everything` outcome), so the next run tries again.
 """
 
 from django.contrib import admin
@@ -16,6 +17,12 @@ class ProviderAdmin(admin.ModelAdmin):
     list_filter = ("kind",)
     exclude = ("client_secret", "private_key")
     readonly_fields = ("learned",)
+    actions = ("forget_learned",)
+
+    @admin.action(description="Forget what sync learned (try $everything again)")
+    def forget_learned(self, request, queryset) -> None:
+        count = queryset.update(learned={})
+        self.message_user(request, f"Sync forgot what it learned about {count} provider(s).")
 
 
 @admin.register(LinkedPatient, site=tenant_admin_site)

@@ -6,10 +6,12 @@ connections try again after a jittered exponential backoff; a 401 renews the tok
 MAX_ATTEMPTS (or MAX_THROTTLED 429s) the request fails with FetchFailed, whose message names the
 request kind and the last answer: never a token, query value or patient id. Searches follow
 `next` links to the end, but only on the provider's own origin (the token goes nowhere else).
+Binary reads ask for FHIR JSON and accept the raw content too (servers that ignore Accept).
 """
 
 from __future__ import annotations
 
+import base64
 import random
 import threading
 import time
@@ -28,6 +30,7 @@ MAX_THROTTLED = 30
 MAX_RETRY_AFTER = 120.0
 BACKOFF_BASE, BACKOFF_CAP = 0.5, 20.0
 TIMEOUT = httpx.Timeout(30.0, connect=10.0)
+FHIR_JSON = frozenset({"application/fhir+json", "application/json+fhir", "application/json"})
 
 
 class FetchFailed(Exception):
@@ -124,6 +127,29 @@ class Client:
         if not isinstance(body, dict):
             raise FetchFailed(f"{kind}: the answer is not a JSON object")
         return body
+
+    def binary(self, url: str, kind: str = "Binary read") -> dict | None:
+        """A Binary resource: the FHIR JSON the request asks for (Accept: application/fhir+json),
+        or, from a server that answers the raw content anyway, a Binary made of it (contentType
+        from Content-Type, data base64). None for 404/410; FetchFailed else."""
+        response = self.get(url, kind=kind)
+        if response.status_code in (404, 410):
+            return None
+        if response.status_code >= 300:
+            raise FetchFailed(f"{kind} refused: HTTP {response.status_code}", response.status_code)
+        content_type = response.headers.get("Content-Type", "") or "application/octet-stream"
+        if content_type.split(";")[0].strip().lower() in FHIR_JSON:
+            try:
+                body = response.json()
+            except ValueError:
+                body = None
+            if isinstance(body, dict) and body.get("resourceType") == "Binary":
+                return body
+        return {
+            "resourceType": "Binary",
+            "contentType": content_type,
+            "data": base64.b64encode(response.content).decode(),
+        }
 
     def search(self, url: str, params: dict | None = None, kind: str = "search") -> Iterator[dict]:
         """Every resource of a search (or $everything), page after page through `next` links."""

@@ -21,11 +21,23 @@ error=access_denied instead. The token endpoint's authorization_code grant takes
 within a minute, with the same redirect_uri and the code_verifier of the challenge, and answers
 an access token, a refresh token (valid for later refresh_token grants), expires_in, scope and
 patient.
+
+VA (the `va` preset, after VA Lighthouse's patient-health FHIR API): searches name the patient
+with `patient` only (`subject` is refused), no `$everything`, `_count` capped at 100 and pages
+linked by `page=`, references absolute, ids like `I2-...`.
+
+Attachments (`binary_urls`, on in the Epic and Cerner presets, as those providers do): the
+inline `data` of DocumentReference.content.attachment and DiagnosticReport.presentedForm is
+served instead as `url` = `<base>/Binary/<id>` (ids derived from the resource and position), and
+`GET Binary/<id>` answers a FHIR Binary (contentType, base64 data) to `Accept:
+application/fhir+json`, else the raw bytes with their Content-Type (`binary_raw`: always raw,
+as servers that ignore Accept do).
 """
 
 from __future__ import annotations
 
 import base64
+import copy
 import gzip
 import hashlib
 import json
@@ -66,14 +78,34 @@ class Behaviour:
     id_prefix: str = ""
     page_size: int = 20
     deny_authorization: bool = False  # /authorize answers error=access_denied (the user said no)
+    binary_urls: bool = False  # attachments by URL to Binary/<id> instead of inline data
+    binary_raw: bool = False  # Binary reads answer raw bytes whatever the Accept header
+    patient_param: str = ""  # the one search parameter that names the patient (VA: patient)
+    max_count: int = 0  # the largest page a search answers, whatever _count asks; 0: no cap
+    paging: str = "offset"  # next links by `_offset`, or by `page` number (VA)
+    absolute_references: bool = False  # references served as absolute URLs (VA)
 
     @classmethod
     def named(cls, name: str, **overrides) -> Behaviour:
-        """Presets: generic, epic, cerner."""
+        """Presets: generic, epic, cerner, va."""
         presets = {
             "generic": {},
-            "epic": {"require_category": ("Observation",), "everything": "missing"},
-            "cerner": {"token_seconds": 600, "delay_seconds": 0.05, "everything": "missing"},
+            "epic": {"require_category": ("Observation",), "everything": "missing", "binary_urls": True},
+            "cerner": {
+                "token_seconds": 600,
+                "delay_seconds": 0.05,
+                "everything": "missing",
+                "binary_urls": True,
+            },
+            "va": {
+                "everything": "missing",
+                "patient_param": "patient",
+                "max_count": 100,
+                "page_size": 30,
+                "paging": "page",
+                "absolute_references": True,
+                "id_prefix": "I2-",
+            },
         }
         return cls(**{**presets[name], **overrides})
 
@@ -192,6 +224,11 @@ class Simulator:
         self._httpd.daemon_threads = True
         self.url = f"http://{host}:{self._httpd.server_address[1]}"
         self.base_url, self.token_url = self.url + "/fhir", self.url + "/token"
+        # (type, id) -> ids of the Binaries its attachments are served as; id -> (contentType, data)
+        self.attachments: dict[tuple[str, str], list[str]] = {}
+        self.binaries: dict[str, tuple[str, str]] = {}
+        if self.behaviour.binary_urls:
+            self._index_attachments()
 
     def start(self) -> Simulator:
         threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
@@ -386,6 +423,9 @@ class Simulator:
         )
         if patient is None:
             return 400, _outcome("required", "This server searches by patient only")
+        wanted = self.behaviour.patient_param
+        if wanted and (wanted not in query or any(p in query for p in ("subject", "beneficiary"))):
+            return 400, _outcome("not-supported", f"Search by '{wanted}' only")
         found = [
             r for r in self.data.compartment(patient.removeprefix("Patient/")) if r["resourceType"] == kind
         ]
@@ -398,7 +438,9 @@ class Simulator:
 
     def page(self, found: list[dict], path: str, query: dict[str, str]) -> dict:
         size = int(query.get("_count", self.behaviour.page_size))
-        offset = int(query.get("_offset", 0))
+        size = min(size, self.behaviour.max_count) if self.behaviour.max_count else size
+        by_page = self.behaviour.paging == "page"
+        offset = (int(query.get("page", 1)) - 1) * size if by_page else int(query.get("_offset", 0))
         bundle = {
             "resourceType": "Bundle",
             "type": "searchset",
@@ -410,13 +452,17 @@ class Simulator:
             ],
         }
         if offset + size < len(found):
-            following = urlencode({**query, "_offset": offset + size, "_count": size})
+            step = {"page": offset // size + 2} if by_page else {"_offset": offset + size}
+            following = urlencode({**query, **step, "_count": size})
             bundle["link"].append({"relation": "next", "url": f"{self.base_url}{path}?{following}"})
         return bundle
 
     def served(self, resource: dict) -> dict:
         every_third = self.behaviour.invalid and sum(map(ord, resource["id"])) % 3 == 0
-        return spoil(resource) if every_third else resource
+        resource = spoil(resource) if every_third else resource
+        if self.behaviour.absolute_references:
+            resource = _absolute(resource, self.base_url)
+        return self._attachments_by_url(resource) if self.behaviour.binary_urls else resource
 
     def capability(self) -> dict:
         kinds = sorted({kind for kind, _ in self.data.resources})
@@ -444,6 +490,63 @@ class Simulator:
                 }
             ],
         }
+
+    # ----- attachments served by URL (Behaviour.binary_urls) ---------------------------------
+    def _index_attachments(self) -> None:
+        for key, resource in self.data.resources.items():
+            for n, attachment in enumerate(_attachments(resource)):
+                if "data" in attachment:
+                    ident = hashlib.sha256(f"{key[0]}/{key[1]}/{n}".encode()).hexdigest()[:32]
+                    self.attachments.setdefault(key, []).append(ident)
+                    content_type = attachment.get("contentType", "application/octet-stream")
+                    self.binaries[ident] = (content_type, attachment["data"])
+
+    def _attachments_by_url(self, resource: dict) -> dict:
+        """A copy whose inline attachments are URLs of the Binaries that hold their data."""
+        idents = self.attachments.get((resource["resourceType"], resource["id"]))
+        if not idents:
+            return resource
+        resource = copy.deepcopy(resource)
+        remaining = iter(idents)
+        for attachment in _attachments(resource):
+            if "data" in attachment:
+                attachment.pop("data")
+                attachment["url"] = f"{self.base_url}/Binary/{next(remaining)}"
+        return resource
+
+    def binary(self, ident: str, accept: str) -> tuple[int, bytes, str]:
+        """(status, body, Content-Type) of GET Binary/<id>: FHIR JSON when asked for, else raw."""
+        if ident not in self.binaries:
+            return 404, json.dumps(_outcome("not-found", "Unknown Binary")).encode(), "application/fhir+json"
+        content_type, data = self.binaries[ident]
+        if "fhir+json" in accept and not self.behaviour.binary_raw:
+            body = {"resourceType": "Binary", "id": ident, "contentType": content_type, "data": data}
+            return 200, json.dumps(body).encode(), "application/fhir+json"
+        return 200, base64.b64decode(data), content_type
+
+
+def _attachments(resource: dict) -> list[dict]:
+    """The Attachments of DocumentReference.content and DiagnosticReport.presentedForm, in order."""
+    if resource["resourceType"] == "DocumentReference":
+        found = [content.get("attachment") for content in resource.get("content", [])]
+    elif resource["resourceType"] == "DiagnosticReport":
+        found = list(resource.get("presentedForm", []))
+    else:
+        found = []
+    return [attachment for attachment in found if isinstance(attachment, dict)]
+
+
+def _absolute(value: object, base_url: str) -> object:
+    """A copy whose relative references are absolute URLs on `base_url`."""
+    if isinstance(value, dict):
+        result = {k: _absolute(v, base_url) for k, v in value.items()}
+        reference = value.get("reference")
+        if isinstance(reference, str) and "/" in reference and "://" not in reference:
+            result["reference"] = f"{base_url}/{reference}"
+        return result
+    if isinstance(value, list):
+        return [_absolute(item, base_url) for item in value]
+    return value
 
 
 def _category_codes(resource: dict) -> set[str]:
@@ -482,6 +585,10 @@ def _handler(simulator: Simulator) -> type[BaseHTTPRequestHandler]:
                 status, body, headers = simulator.admit(self.headers.get("Authorization", ""))
                 if status:
                     return self._send(status, body, headers)
+            if path.startswith("/Binary/"):
+                return self._send_bytes(
+                    *simulator.binary(path[len("/Binary/") :], self.headers.get("Accept", ""))
+                )
             self._send(*simulator.fhir(path, query))
 
         def do_POST(self) -> None:
@@ -499,6 +606,14 @@ def _handler(simulator: Simulator) -> type[BaseHTTPRequestHandler]:
             self.send_header("Content-Length", str(len(data)))
             for name, value in (headers or {}).items():
                 self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(data)
+
+        def _send_bytes(self, status: int, data: bytes, content_type: str) -> None:
+            simulator.log.append((time.time(), self.path, status))
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)
 

@@ -8,14 +8,22 @@ category (Epic refuses an Observation search without one). The crawl (Crawl.run)
 2. with `$everything` (unless the provider is known to lack it or to leave things out), pages
    through it, then checks every claimed type with a `_summary=count` search: a type with more
    than `$everything` gave is searched in full (capability statements and `$everything` lie);
-   the outcome is remembered per provider (Provider.learned) for the next runs;
+   the outcome is remembered per provider (Provider.learned, with the time it was learned) for
+   the next runs; a failure or an incomplete answer is tried again after
+   `everything_retry_days` (7; providers fix things, and a transient outage also fails it);
 3. otherwise searches each type by patient, in parallel up to the provider's concurrency; a
    category type runs one search per category plus a plain one, whose refusal is expected;
 4. follows references found in what it fetched (Encounter -> Practitioner/Location/
    Organization, DiagnosticReport -> Observation, ...) to `reference_depth`, each target read
-   once (duplicates and cycles are skipped; other patients are never followed).
+   once (duplicates and cycles are skipped; other patients are never followed);
+5. fetches the Binaries that attachments of what it fetched point to by URL (any `url` element,
+   Attachment.url in DocumentReference.content, DiagnosticReport.presentedForm, ..., that is
+   `Binary/<id>` relative or absolute on the provider's base), each once, whatever the
+   reference depth: an attachment is part of its resource. URLs elsewhere are left alone.
 
-Every search follows `next` links to the end (sync.client).
+Every search follows `next` links to the end (sync.client). VA (Lighthouse patient health,
+R4): no `$everything`, every search names the patient with `patient` (`subject` is refused) and
+asks for pages of 100, its cap; its `page=` links are followed like any.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ import re
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 
 from fhirserver.registry import r4
 from sync.client import Client, FetchFailed
@@ -47,11 +56,14 @@ class Strategy:
     everything: bool
     categories: dict[str, tuple[str, ...]] = field(default_factory=dict)
     reference_depth: int = 2
+    everything_retry_days: float = 7.0  # a remembered `failed`/`incomplete` $everything expires
+    patient_param: str = ""  # the search parameter naming the patient; "": the compartment's
+    count: int = 0  # `_count` each search asks for; 0: the provider's default page
 
 
 STRATEGIES = {
     "generic": Strategy(everything=True),
-    "va": Strategy(everything=True),
+    "va": Strategy(everything=False, patient_param="patient", count=100),
     "cerner": Strategy(everything=False),  # its concurrency is higher (add_provider) and tokens short
     "epic": Strategy(
         everything=False,
@@ -66,7 +78,8 @@ STRATEGIES = {
 
 def strategy_for(kind: str, options: dict) -> Strategy:
     """The family's strategy with the provider's overrides (Provider.options): `everything`
-    (bool), `categories` ({type: [codes]}), `reference_depth` (int)."""
+    (bool), `categories` ({type: [codes]}), `reference_depth` (int), `everything_retry_days`
+    (number)."""
     strategy = STRATEGIES.get(kind, STRATEGIES["generic"])
     categories = {**strategy.categories, **{k: tuple(v) for k, v in options.get("categories", {}).items()}}
     return replace(
@@ -74,6 +87,7 @@ def strategy_for(kind: str, options: dict) -> Strategy:
         everything=bool(options.get("everything", strategy.everything)),
         categories=categories,
         reference_depth=int(options.get("reference_depth", strategy.reference_depth)),
+        everything_retry_days=float(options.get("everything_retry_days", strategy.everything_retry_days)),
     )
 
 
@@ -101,22 +115,34 @@ class Crawl:
             raise FetchFailed("the linked patient is not known at the provider", 404)
         self._add([patient])
         remaining = [kind for kind in types if kind != "Patient"]
-        if (
-            self.strategy.everything
-            and declared
-            and self.learned.get("everything") not in ("failed", "incomplete")
-        ):
+        if self.strategy.everything and declared and not self._everything_known_to_fail():
             remaining = self._everything(remaining)
         self._parallel([task for kind in remaining for task in self._searches(kind)])
         self._follow_references()
+        self._fetch_attachments()
         return self.found
+
+    def _everything_known_to_fail(self) -> bool:
+        """$everything failed or left things out less than `everything_retry_days` ago. An
+        outcome without its time (remembered before times were) is stale: try again."""
+        if self.learned.get("everything") not in ("failed", "incomplete"):
+            return False
+        try:
+            learned_at = datetime.fromisoformat(self.learned["everything_at"])
+        except (KeyError, TypeError, ValueError):
+            return False
+        return datetime.now(UTC) - learned_at < timedelta(days=self.strategy.everything_retry_days)
+
+    def _learn_everything(self, outcome: str) -> None:
+        self.learned["everything"] = outcome
+        self.learned["everything_at"] = datetime.now(UTC).isoformat(timespec="seconds")
 
     def _everything(self, types: list[str]) -> list[str]:
         """Fetch through $everything; the types it left out (which still need searching)."""
         try:
             self._add(self.client.search(f"Patient/{self.patient_id}/$everything", kind="$everything"))
         except FetchFailed:
-            self.learned["everything"] = "failed"
+            self._learn_everything("failed")
             return types
         got: dict[str, int] = {}
         for kind, _ in self.found:
@@ -132,11 +158,13 @@ class Crawl:
 
         self._parallel([count(kind) for kind in types])
         short = [kind for kind in types if counts.get(kind, 0) > got.get(kind, 0)]
-        self.learned["everything"] = "incomplete" if short else "works"
+        self._learn_everything("incomplete" if short else "works")
         return short
 
     def _searches(self, kind: str) -> list[Callable[[], None]]:
         params = self._patient_param(kind)
+        if self.strategy.count:
+            params["_count"] = str(self.strategy.count)
         categories = self.strategy.categories.get(kind, ())
         tasks = [self._search_task(kind, {**params, "category": code}, False) for code in categories]
         return [*tasks, self._search_task(kind, params, tolerate_refusal=bool(categories))]
@@ -152,6 +180,8 @@ class Crawl:
         return task
 
     def _patient_param(self, kind: str) -> dict:
+        if self.strategy.patient_param:
+            return {self.strategy.patient_param: self.patient_id}
         params = r4().patient_compartment.get(kind, ())
         name = next((p for p in ("patient", "subject") if p in params), params[0] if params else "patient")
         return {name: f"Patient/{self.patient_id}" if name != "patient" else self.patient_id}
@@ -175,6 +205,22 @@ class Crawl:
             else:
                 self.client.stats.add(fetched=1)
                 self._add([resource])
+
+        return task
+
+    def _fetch_attachments(self) -> None:
+        base = self.client.base_url
+        targets = {key for resource in self.found.values() for key in attachment_binaries(resource, base)}
+        self._parallel([self._binary_task(key) for key in sorted(targets - self.found.keys() - self.missing)])
+
+    def _binary_task(self, key: Key) -> Callable[[], None]:
+        def task() -> None:
+            resource = self.client.binary(f"Binary/{key[1]}")
+            if resource is None:
+                self.missing.add(key)
+            else:
+                self.client.stats.add(fetched=1)
+                self._add([{**resource, "resourceType": "Binary", "id": key[1]}])
 
         return task
 
@@ -239,6 +285,21 @@ def references_in(value: object) -> Iterable[str]:
     elif isinstance(value, list):
         for item in value:
             yield from references_in(item)
+
+
+def attachment_binaries(value: object, base_url: str) -> Iterable[Key]:
+    """("Binary", id) of every `url` element (Attachment.url) naming a Binary at the provider."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if key == "url" and isinstance(item, str):
+                target = local_key(item, base_url)
+                if target is not None and target[0] == "Binary":
+                    yield target
+            elif isinstance(item, dict | list):
+                yield from attachment_binaries(item, base_url)
+    elif isinstance(value, list):
+        for item in value:
+            yield from attachment_binaries(item, base_url)
 
 
 def local_key(reference: str, base_url: str) -> Key | None:

@@ -110,7 +110,8 @@ def start_worker() -> subprocess.Popen:
 
 
 def expected_keys(simulator: Simulator, patient: str) -> set[tuple[str, str]]:
-    """What a complete sync holds: the compartment and what it references, transitively."""
+    """What a complete sync holds: the compartment and what it references, transitively, and the
+    Binaries its attachments are served as (Behaviour.binary_urls)."""
     from sync.strategies import local_key, references_in
 
     keys = {(r["resourceType"], r["id"]) for r in simulator.data.compartment(patient)}
@@ -122,7 +123,7 @@ def expected_keys(simulator: Simulator, patient: str) -> set[tuple[str, str]]:
         }  # fmt: skip
         frontier = found - keys
         keys |= found
-    return keys
+    return keys | {("Binary", ident) for key in keys for ident in simulator.attachments.get(key, ())}
 
 
 def stored(snapshot: Snapshot) -> Counter:
@@ -138,10 +139,31 @@ def versions_of(owner_db, ids: list[str]) -> int:
     ).fetchone()[0]
 
 
+def imported_and_provenances(snapshot: Snapshot) -> tuple[list[tuple[str, str, int]], set[str]]:
+    """The manifest's imported versions (type, id, version), and the ids of the Provenances the
+    import wrote for them (sync.importer.provenance_id), apart."""
+    from sync.importer import provenance_id
+
+    with in_alpha():
+        entries = list(
+            SnapshotEntry.objects.filter(snapshot=snapshot).values_list(
+                "resource_type", "resource_id", "version_id"
+            )
+        )
+    ours = {provenance_id(*entry) for entry in entries}
+    provenances = {ident for kind, ident, _ in entries if kind == "Provenance" and ident in ours}
+    return [e for e in entries if not (e[0] == "Provenance" and e[1] in provenances)], provenances
+
+
 def assert_complete(snapshot: Snapshot, simulator: Simulator, patient: str) -> None:
+    """The snapshot holds what the provider has for the patient, and each version its Provenance."""
+    from sync.importer import provenance_id
+
     assert snapshot.status == "complete", snapshot.description
     expected = Counter(kind for kind, _ in expected_keys(simulator, patient))
-    assert stored(snapshot) == expected
+    imported, provenances = imported_and_provenances(snapshot)
+    assert Counter(kind for kind, _, _ in imported) == expected
+    assert provenances == {provenance_id(*entry) for entry in imported}
 
 
 def test_connection_strings():
@@ -196,7 +218,7 @@ def test_generic_sync_of_two_patients_then_resync_writes_nothing(simulators, own
     assert first[SMALL].written == sum(first[SMALL].counts.values())  # a new provider: all new
     assert first[LARGER].written <= sum(first[LARGER].counts.values())  # shared practitioners reused
     with in_alpha():
-        assert Provider.objects.get(name=provider).learned == {"everything": "works"}
+        assert Provider.objects.get(name=provider).learned["everything"] == "works"
         ids = list(
             SnapshotEntry.objects.filter(snapshot__in=first.values()).values_list("resource_id", flat=True)
         )
@@ -242,7 +264,7 @@ def test_lying_everything_falls_back_to_searches(simulators):
     snapshot = sync(link(provider, SMALL))
     assert_complete(snapshot, simulator, SMALL)
     with in_alpha():
-        assert Provider.objects.get(name=provider).learned == {"everything": "incomplete"}
+        assert Provider.objects.get(name=provider).learned["everything"] == "incomplete"
     assert sync(link(provider, LARGER)).status == "complete"
     # remembered: the next run does not ask $everything again
     assert sum("$everything" in path and "_offset" not in path for _, path, _ in simulator.log) == 1

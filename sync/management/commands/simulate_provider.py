@@ -14,7 +14,7 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("--port", type=int, default=0)
-        parser.add_argument("--behaviour", choices=("generic", "epic", "cerner"), default="generic")
+        parser.add_argument("--behaviour", choices=("generic", "epic", "cerner", "va"), default="generic")
         parser.add_argument("--everything", choices=("ok", "missing", "lying"))
         parser.add_argument("--limit", type=int, default=0, help="requests a minute before 429s")
         parser.add_argument("--fail-every", type=int, default=0, help="every n-th request answers 500")
@@ -27,7 +27,8 @@ class Command(BaseCommand):
 
     def handle(self, *args, **o) -> None:
         overrides = {"limit_per_window": o["limit"], "fail_every": o["fail_every"], "invalid": o["invalid"]}
-        overrides |= {"id_prefix": o["id_prefix"]}
+        if o["id_prefix"]:
+            overrides["id_prefix"] = o["id_prefix"]
         if o["everything"]:
             overrides["everything"] = o["everything"]
         if o["token_seconds"]:
