@@ -1,69 +1,49 @@
 """From fetched provider resources to a complete snapshot, through the one write path.
 
-`prepare` turns what a provider sent into what the tenant stores:
-- normalise: elements the validator rejects (empty strings, malformed dates, unknown elements)
-  are removed and each removal recorded; a resource that stays invalid (a required element
-  missing) is left out and recorded;
-- ids: deterministic local ids, uuid5 of provider + type + provider id, so two providers never
-  collide and a re-sync meets the same ids; the provider's URL of the resource is meta.source;
+An `Import` takes the crawl's resources one by one while the crawl goes on (sync.runner), inside
+one transaction the runner holds open for the whole run, and stores them in batches as they
+become ready:
+- normalise (sync.normalisation); a resource left out is recorded, as is every removal;
+- ids: deterministic local ids (sync.provenance.local_id); the provider's URL of the resource is
+  meta.source;
 - references to fetched resources are rewritten to their local ids; others become absolute
   URLs at the provider (honest, not dangling); so are attachment URLs naming a Binary at the
   provider (`Binary/<local id>`, relative: R4 datatypes.html#Attachment reads a relative
   Attachment.url like a resource reference, and it stays true whatever URL the tenant is served
-  at); attachment URLs elsewhere are kept as they are;
+  at); attachment URLs elsewhere are kept as they are. Which rewrite applies depends on whether
+  the target was fetched, so a resource is ready once every target it names at the provider has
+  arrived; what still waits when the crawl ends (its targets are missing, beyond the reference
+  depth, left out, or another patient's) is stored then, with absolute URLs for those;
 - a SHA-256 of the canonical prepared JSON.
 
-`store` writes in one transaction through fhirserver.storage.repository (validated, versioned,
-indexed, PHI-encrypted), and only resources whose hash differs from the version the last
-complete snapshot recorded get a new version; each new version gets a Provenance (see
-`provenance`), written in the same transaction; then the manifest rows (the resources' versions
-and their Provenances) and the snapshot's `complete` status commit with them. Until that commit
-nothing is visible; a killed run leaves its snapshot `running` with no entries, and the next
-worker restarts it.
+Storing goes through fhirserver.storage.repository (validated, versioned, indexed,
+PHI-encrypted), and only resources whose hash differs from the version the last complete
+snapshot recorded get a new version; each new version gets a Provenance (sync.provenance).
+`finish` writes the manifest rows (the resources' versions and their Provenances) and the
+snapshot's `complete` status. Until the runner's transaction commits nothing is visible; a killed
+run rolls back, leaves its snapshot `running` with no entries, and the next worker restarts it.
 """
 
 from __future__ import annotations
 
 import hashlib
-import re
-import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import orjson
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import connection
 
 from audit import trail
 from audit.interactions import Interaction
 from fhirserver.storage.repository import Repository, format_instant, now
-from fhirserver.validation import validate_resource
 from smart_auth.context import AuthContext
 from sync.models import Provider, Snapshot, SnapshotEntry
-from sync.strategies import Key, local_key
+from sync.normalisation import normalise
+from sync.provenance import local_id, provenance, provenance_id
+from sync.strategies import Key, attachment_binaries, local_key, references_in
 
-NAMESPACE = uuid.UUID("6f1c1a8e-4a57-4e0c-9a51-1d3c2f6b5e01")  # of sync's local ids; never change
-MAX_PASSES = 5
-_STEP = re.compile(r"([A-Za-z0-9_]+)(?:\[(\d+)\])?")
-
-
-# Provenance codes: R4 provenance-participant-type `author` (US Core Provenance's mandatory
-# ProvenanceAuthor slice) and US Core's `transmitter`, "the entity that provided the copy to your
-# system" (US Core, Basic Provenance: the 'last hop'); R4 v3-DataOperation for the activity.
-PARTICIPANT_TYPE = "http://terminology.hl7.org/CodeSystem/provenance-participant-type"
-US_CORE_PARTICIPANT_TYPE = "http://hl7.org/fhir/us/core/CodeSystem/us-core-provenance-participant-type"
-DATA_OPERATION = "http://terminology.hl7.org/CodeSystem/v3-DataOperation"
-ENTITY_ROLE_SOURCE = "source"  # R4 provenance-entity-role: "the primary source of the data"
-# One extension per normalisation change (element removed, why); Extension.url may be a logical name.
-NORMALISATION_EXTENSION = "urn:fhirserver:sync:normalisation"
-
-
-def local_id(provider_id: object, kind: str, ident: str) -> str:
-    return str(uuid.uuid5(NAMESPACE, f"{provider_id}/{kind}/{ident}"))
-
-
-def provenance_id(kind: str, ident: str, version: int) -> str:
-    """The id of the Provenance of one local resource version: the same version, the same id."""
-    return str(uuid.uuid5(NAMESPACE, f"provenance/{kind}/{ident}/{version}"))
+BATCH = 500  # resources stored per Repository flush while the crawl runs
 
 
 @dataclass
@@ -75,230 +55,163 @@ class Prepared:
     changes: list[dict] = field(default_factory=list)  # normalisation: {element, reason}
 
 
-def normalise(resource: dict) -> tuple[dict | None, list[dict]]:
-    """The resource without the elements the validator rejects, and what was removed; None
-    when removing elements cannot make it valid."""
-    kind = resource["resourceType"]
-    changes: list[dict] = []
-    for _ in range(MAX_PASSES):
-        issues = validate_resource(resource, kind)
-        if not issues:
-            return resource, changes
-        removed = False
-        for issue in issues:
-            if issue.code != "required" and _remove(resource, issue.expression, kind):
-                changes.append({"element": issue.expression, "reason": issue.diagnostics})
-                removed = True
-        _prune(resource)
-        if not removed:
-            break
-    reasons = [issue.diagnostics for issue in validate_resource(resource, kind)][:3]
-    return None, [*changes, {"element": kind, "reason": "left out, still invalid: " + "; ".join(reasons)}]
+def lock_link(link_id: object) -> None:
+    """One import per link at a time, until the transaction ends."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", [f"sync:{link_id}"])
 
 
-def _remove(resource: dict, expression: str | None, kind: str) -> bool:
-    """Delete the element at a validator expression (`Observation.note[0].text`)."""
-    if not expression or not expression.startswith(kind + "."):
-        return False
-    steps = [(m.group(1), m.group(2)) for m in _STEP.finditer(expression[len(kind) + 1 :])]
-    parent: object = resource
-    for name, index in steps[:-1]:
-        parent = parent.get(name) if isinstance(parent, dict) else None
-        if index is not None:
-            parent = parent[int(index)] if isinstance(parent, list) and int(index) < len(parent) else None
-    name, index = steps[-1] if steps else (None, None)
-    if not isinstance(parent, dict) or name not in parent:
-        return False
-    if index is None:
-        del parent[name]
-    elif isinstance(parent[name], list) and int(index) < len(parent[name]):
-        parent[name][int(index)] = None  # pruned below, so other indexes stay right meanwhile
-    else:
-        del parent[name]
-    return True
+class Import:
+    def __init__(self, snapshot: Snapshot, provider: Provider) -> None:
+        self.snapshot, self.provider = snapshot, provider
+        self.recorded = format_instant(now())
+        self.changes: list[dict] = []  # every normalisation change: {resource, element, reason}
+        self.arrived: set[Key] = set()  # kept after normalising (stored, ready or waiting)
+        self.dropped: set[Key] = set()
+        self._pending: dict[Key, tuple[dict, list[dict]]] = {}  # normalised, not stored yet
+        self._blocked: dict[Key, set[Key]] = {}  # waiting resource -> targets not arrived
+        self._waiters: dict[Key, list[Key]] = {}  # target -> resources waiting for it
+        self._ready: list[Key] = []
+        self.manifest: list[tuple[str, str, int, str]] = []  # (type, local id, version, hash)
+        self._reused: list[Key] = []  # Provenance keys of versions an earlier run wrote
+        self.written = 0
+        self.patient: str | None = None  # the linked patient's local id, once stored
 
-
-def _prune(value: object) -> object:
-    """Drop None, empty objects and empty arrays left behind by removals."""
-    if isinstance(value, dict):
-        for name in list(value):
-            value[name] = _prune(value[name])
-            if value[name] in (None, {}, []):
-                del value[name]
-    elif isinstance(value, list):
-        value[:] = [item for item in (_prune(item) for item in value) if item not in (None, {}, [])]
-    return value
-
-
-def prepare(provider_id: object, base_url: str, found: dict[Key, dict]) -> tuple[list[Prepared], list[dict]]:
-    """The resources to store (sorted by key) and every normalisation change, per resource."""
-    kept: dict[Key, dict] = {}
-    changes: list[dict] = []
-    changed_by_key: dict[Key, list[dict]] = {}
-    for key, original in sorted(found.items()):
+    def add(self, key: Key, original: dict) -> None:
+        if key in self.arrived or key in self.dropped:
+            return
         resource, changed = normalise(orjson.loads(orjson.dumps(original)))
-        local = f"{key[0]}/{local_id(provider_id, *key)}"
-        changes += [{"resource": local, **change} for change in changed]
-        if resource is not None:
-            kept[key] = resource
-            changed_by_key[key] = changed
-    ids = {key: local_id(provider_id, *key) for key in kept}
-
-    def rewrite(value: dict | list) -> None:
-        """In place: the resources are this function's own copies (normalise got a copy)."""
-        if isinstance(value, dict):
-            reference = value.get("reference")
-            target = local_key(reference, base_url) if isinstance(reference, str) else None
-            if target is not None:
-                value["reference"] = (
-                    f"{target[0]}/{ids[target]}" if target in ids else f"{base_url}/{target[0]}/{target[1]}"
-                )
-            url = value.get("url")
-            binary = local_key(url, base_url) if isinstance(url, str) else None
-            if binary is not None and binary[0] == "Binary":
-                value["url"] = f"Binary/{ids[binary]}" if binary in ids else f"{base_url}/Binary/{binary[1]}"
-            items = value.values()
+        self.changes += [{"resource": f"{key[0]}/{self._local(key)}", **change} for change in changed]
+        if resource is None:
+            self.dropped.add(key)
+            return
+        self.arrived.add(key)
+        self._pending[key] = (resource, changed)
+        blocked = {target for target in self._targets(resource) if target not in self.arrived} - {key}
+        if blocked:
+            self._blocked[key] = blocked
+            for target in blocked:
+                self._waiters.setdefault(target, []).append(key)
         else:
-            items = value
-        for item in items:
-            if isinstance(item, dict | list):
-                rewrite(item)
+            self._ready.append(key)
+        for waiter in self._waiters.pop(key, ()):
+            waiting = self._blocked[waiter]
+            waiting.discard(key)
+            if not waiting:
+                del self._blocked[waiter]
+                self._ready.append(waiter)
 
-    prepared = []
-    for key, resource in kept.items():
-        rewrite(resource)
-        meta = {
-            k: v for k, v in (resource.get("meta") or {}).items() if k not in ("versionId", "lastUpdated")
-        }
-        resource = {**resource, "id": ids[key], "meta": {**meta, "source": f"{base_url}/{key[0]}/{key[1]}"}}
-        digest = _digest(resource)
-        prepared.append(Prepared(key, ids[key], resource, digest, changed_by_key[key]))
-    return prepared, changes
+    def store_ready(self, at_least: int | None = None) -> None:
+        """Store the resources that are ready, if there are `at_least` (BATCH) of them."""
+        if self._ready and len(self._ready) >= (BATCH if at_least is None else at_least):
+            batch, self._ready = sorted(self._ready), []
+            self._store([self._prepare(key) for key in batch])
 
+    def finish(self) -> int:
+        """Store what is left (whatever it still waits for will not come), write the manifest and
+        complete the snapshot; the number of new versions written."""
+        self._ready += self._blocked
+        self._blocked, self._waiters = {}, {}
+        self.store_ready(at_least=1)
+        earlier = _previous_hashes(self._reused)
+        self.manifest += [(*key, *earlier[key]) for key in self._reused if key in earlier]
+        self.manifest.sort()
+        SnapshotEntry.objects.bulk_create(
+            [
+                SnapshotEntry(
+                    snapshot=self.snapshot, resource_type=t, resource_id=i, version_id=v, content_hash=h
+                )
+                for t, i, v, h in self.manifest
+            ],
+            batch_size=1000,
+        )
+        counts: dict[str, int] = {}
+        for kind, *_ in self.manifest:
+            counts[kind] = counts.get(kind, 0) + 1
+        snapshot = self.snapshot
+        snapshot.status, snapshot.counts, snapshot.written = Snapshot.Status.COMPLETE, counts, self.written
+        snapshot.changes = self.changes
+        snapshot.finished = now()
+        snapshot.save()
+        _audit(snapshot, self.patient, len(self.manifest), self.written)
+        return self.written
 
-def provenance(item: Prepared, version: int, created: bool, provider: Provider, recorded: str) -> dict:
-    """The Provenance of one imported version (R4 provenance.html): `target` the versioned
-    reference, `recorded` the import, `activity` CREATE or UPDATE, the provider as `author` and
-    `transmitter` agent (who: its name, its FHIR base as identifier), the provider's URL of the
-    resource as `source` entity, and what normalisation removed as extensions."""
-    kind = item.key[0]
-    provider_ref = {
-        "type": "Organization",
-        "identifier": {"system": "urn:ietf:rfc:3986", "value": provider.base_url},
-        "display": provider.name,
-    }
-    source = item.resource["meta"]["source"]
-    resource = {
-        "resourceType": "Provenance",
-        "id": provenance_id(kind, item.local, version),
-        "target": [{"reference": f"{kind}/{item.local}/_history/{version}"}],
-        "recorded": recorded,
-        "activity": {"coding": [{"system": DATA_OPERATION, "code": "CREATE" if created else "UPDATE"}]},
-        "agent": [
-            {"type": {"coding": [{"system": PARTICIPANT_TYPE, "code": "author"}]}, "who": provider_ref},
-            {
-                "type": {"coding": [{"system": US_CORE_PARTICIPANT_TYPE, "code": "transmitter"}]},
-                "who": provider_ref,
-            },
-        ],
-        "entity": [
-            {
-                "role": ENTITY_ROLE_SOURCE,
-                "what": {"identifier": {"system": "urn:ietf:rfc:3986", "value": source}, "display": source},
-            }
-        ],
-    }
-    if item.changes:
-        resource["extension"] = [
-            {
-                "url": NORMALISATION_EXTENSION,
-                "extension": [
-                    {"url": "element", "valueString": str(change["element"])},
-                    {"url": "reason", "valueString": str(change["reason"])},
-                ],
-            }
-            for change in item.changes
-        ]
-    return resource
+    # ----- preparing -----------------------------------------------------------------------
+    def _local(self, key: Key) -> str:
+        return local_id(self.provider.id, *key)
 
+    def _targets(self, resource: dict) -> set[Key]:
+        base = self.provider.base_url
+        targets = {local_key(reference, base) for reference in references_in(resource)}
+        return {target for target in targets if target} | set(attachment_binaries(resource, base))
 
-def store(snapshot: Snapshot, prepared: list[Prepared]) -> int:
-    """Write what changed and the manifest, and complete the snapshot, all in one transaction.
-    Returns the number of new versions written."""
-    written = 0
-    provider = snapshot.patient.provider
-    recorded = format_instant(now())
-    with transaction.atomic():
-        with connection.cursor() as cursor:  # one import per link at a time
-            cursor.execute(
-                "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", [f"sync:{snapshot.patient_id}"]
-            )
-        local_keys = [(item.key[0], item.local) for item in prepared]
-        current, previous = _current_versions(local_keys), _previous_hashes(local_keys)
-        # (type, id, version, hash) of the manifest: the resources, then their Provenances
-        manifest: list[tuple[str, str, int, str]] = []
-        provenances: list[tuple[str, str, int, str]] = []
-        reused: list[tuple[str, str]] = []  # Provenance keys of versions a run before wrote
+    def _prepare(self, key: Key) -> Prepared:
+        resource, changed = self._pending.pop(key)
+        base = self.provider.base_url
+        rewrite(resource, base, lambda target: self._local(target) if target in self.arrived else None)
+        meta = {k: v for k, v in resource.get("meta", {}).items() if k not in ("versionId", "lastUpdated")}
+        local = self._local(key)
+        resource = {**resource, "id": local, "meta": {**meta, "source": f"{base}/{key[0]}/{key[1]}"}}
+        if key == ("Patient", self.snapshot.patient.provider_patient_id):
+            self.patient = local
+        return Prepared(key, local, resource, _digest(resource), changed)
+
+    # ----- storing -------------------------------------------------------------------------
+    def _store(self, batch: list[Prepared]) -> None:
+        keys = [(item.key[0], item.local) for item in batch]
+        current, previous = _current_versions(keys), _previous_hashes(keys)
         with Repository.buffered() as repository:
-            for item in prepared:
+            for item in batch:
                 kind = item.key[0]
                 present = current.get((kind, item.local))
-                unchanged = (
-                    previous.get((kind, item.local)) == (present[0], item.digest) if present else False
-                )
-                if present is not None and not present[1] and unchanged:
-                    manifest.append((kind, item.local, present[0], item.digest))
-                    reused.append(("Provenance", provenance_id(kind, item.local, present[0])))
+                recorded = previous.get((kind, item.local))
+                if present is not None and not present[1] and recorded == (present[0], item.digest):
+                    self.manifest.append((kind, item.local, present[0], item.digest))
+                    self._reused.append(("Provenance", provenance_id(kind, item.local, present[0])))
                     continue
                 if present is None:
                     stored = repository.create(item.resource, item.local)
                 else:
                     stored, _ = repository.update(kind, item.local, item.resource)
-                manifest.append((kind, item.local, stored.version_id, item.digest))
-                record = provenance(
-                    item, stored.version_id, present is None or present[1], provider, recorded
-                )
+                self.manifest.append((kind, item.local, stored.version_id, item.digest))
+                created = present is None or present[1]
+                record = provenance(item, stored.version_id, created, self.provider, self.recorded)
                 repository.create(record, record["id"])
-                provenances.append(("Provenance", record["id"], 1, _digest(record)))
-                written += 2
-        # a reused version's Provenance is in the manifest as the snapshot that wrote it had it
-        earlier = _previous_hashes(reused)
-        provenances += [(*key, *earlier[key]) for key in reused if key in earlier]
-        SnapshotEntry.objects.bulk_create(
-            [
-                SnapshotEntry(
-                    snapshot=snapshot,
-                    resource_type=kind,
-                    resource_id=ident,
-                    version_id=version,
-                    content_hash=digest,
-                )
-                for kind, ident, version, digest in manifest + provenances
-            ],
-            batch_size=1000,
-        )
-        counts: dict[str, int] = {}
-        for kind, *_ in manifest + provenances:
-            counts[kind] = counts.get(kind, 0) + 1
-        snapshot.status, snapshot.counts, snapshot.written = Snapshot.Status.COMPLETE, counts, written
-        snapshot.finished = now()
-        snapshot.save()
-        _audit(snapshot, prepared, written)
-    return written
+                self.manifest.append(("Provenance", record["id"], 1, _digest(record)))
+                self.written += 2
 
 
-def _audit(snapshot: Snapshot, prepared: list[Prepared], written: int) -> None:
+def rewrite(value: dict | list, base_url: str, local: Callable[[Key], str | None]) -> None:
+    """In place: references and Binary attachment URLs at the provider to local ids (`local`
+    gives one for a target that was fetched), else to absolute URLs at the provider."""
+    if isinstance(value, dict):
+        reference = value.get("reference")
+        target = local_key(reference, base_url) if isinstance(reference, str) else None
+        if target is not None:
+            ident = local(target)
+            value["reference"] = f"{target[0]}/{ident}" if ident else f"{base_url}/{target[0]}/{target[1]}"
+        url = value.get("url")
+        binary = local_key(url, base_url) if isinstance(url, str) else None
+        if binary is not None and binary[0] == "Binary":
+            ident = local(binary)
+            value["url"] = f"Binary/{ident}" if ident else f"{base_url}/Binary/{binary[1]}"
+        items = value.values()
+    else:
+        items = value
+    for item in items:
+        if isinstance(item, dict | list):
+            rewrite(item, base_url, local)
+
+
+def _audit(snapshot: Snapshot, patient: str | None, resources: int, written: int) -> None:
     """One AuditEvent per stored snapshot (operation $sync, action C, on the local Patient),
     committed with it; the manifest lists every resource, so the event names the snapshot."""
     if not settings.AUDIT_ENABLED:
         return
     link = snapshot.patient
-    patient = next(
-        (item.local for item in prepared if item.key == ("Patient", link.provider_patient_id)), None
-    )
     interaction = Interaction(
         subtype="operation", action="C", resource_type="Patient", operation="sync",
-        query=f"snapshot={snapshot.id}&resources={len(prepared)}&written={written}",
+        query=f"snapshot={snapshot.id}&resources={resources}&written={written}",
     )  # fmt: skip
     agent = AuthContext(user=None, client_id=f"sync:{link.provider.name}")
     patients, references = ({patient}, [f"Patient/{patient}"]) if patient else (set(), [])

@@ -1,12 +1,12 @@
-"""The worker's database connection, shared with the threads that fetch in parallel.
+"""The fetch's database connection, shared with the threads that fetch in parallel.
 
-Fetching threads need the database for two things, both tiny: the rate limiter's shared state
+Fetching threads need the database for small things: the rate limiter's shared state, progress,
 and rotated tokens, which must be stored at once (a rotated refresh token lost with a crash
 would unlink the patient). A thread's own Django connection would start in the public schema,
-outside the tenant and its row-level security; so they use the job's connection, which the
-tenant is already set on, one statement at a time under a lock (Django allows sharing a
-connection between threads once told: inc_thread_sharing). Statements autocommit: fetching runs
-outside any transaction.
+outside the tenant and its row-level security; so they use the connection of the thread that
+runs the crawl, which the runner sets to the tenant, one statement at a time under a lock (Django
+allows sharing a connection between threads once told: inc_thread_sharing). Statements
+autocommit: that connection is not the one holding the import's transaction (sync.runner).
 """
 
 from __future__ import annotations

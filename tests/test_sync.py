@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import math
 import os
 import re
@@ -17,6 +18,7 @@ import secrets
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections import Counter
@@ -141,8 +143,8 @@ def versions_of(owner_db, ids: list[str]) -> int:
 
 def imported_and_provenances(snapshot: Snapshot) -> tuple[list[tuple[str, str, int]], set[str]]:
     """The manifest's imported versions (type, id, version), and the ids of the Provenances the
-    import wrote for them (sync.importer.provenance_id), apart."""
-    from sync.importer import provenance_id
+    import wrote for them (sync.provenance.provenance_id), apart."""
+    from sync.provenance import provenance_id
 
     with in_alpha():
         entries = list(
@@ -157,7 +159,7 @@ def imported_and_provenances(snapshot: Snapshot) -> tuple[list[tuple[str, str, i
 
 def assert_complete(snapshot: Snapshot, simulator: Simulator, patient: str) -> None:
     """The snapshot holds what the provider has for the patient, and each version its Provenance."""
-    from sync.importer import provenance_id
+    from sync.provenance import provenance_id
 
     assert snapshot.status == "complete", snapshot.description
     expected = Counter(kind for kind, _ in expected_keys(simulator, patient))
@@ -244,6 +246,48 @@ def test_generic_sync_of_two_patients_then_resync_writes_nothing(simulators, own
     ).fetchall()
     assert len(audited) == 3 and audited[2][0] == [local_patient] and audited[2][1] == "C"
     assert '"$sync"' in audited[2][2]
+
+
+def test_resources_are_stored_while_the_crawl_fetches_with_their_references_resolved(
+    simulators, owner_db, monkeypatch
+):
+    """Batches of 5: most of the record is stored before the fetch ends (the crawl reads
+    referenced Practitioners and Organizations as soon as a resource names them), and every
+    reference of every stored resource is a local resource of the snapshot or an absolute URL at
+    the provider of something it does not have."""
+    from sync import importer
+    from sync.strategies import local_key, references_in
+
+    monkeypatch.setattr(importer, "BATCH", 5)
+    early: list[int] = []
+    store = importer.Import._store
+
+    def watched(self, batch):
+        if any(thread.name.startswith("sync-fetch-") for thread in threading.enumerate()):
+            early.append(len(batch))
+        store(self, batch)
+
+    monkeypatch.setattr(importer.Import, "_store", watched)
+    simulator = simulators(Behaviour.named("epic", delay_seconds=0.02))
+    snapshot = sync(link(add_provider(simulator, "epic"), LARGER))
+    assert_complete(snapshot, simulator, LARGER)
+    assert sum(early) > sum(snapshot.counts.values()) / 4, early
+    with in_alpha():
+        entries = set(
+            SnapshotEntry.objects.filter(snapshot=snapshot).values_list("resource_type", "resource_id")
+        )
+    rows = owner_db.execute(
+        f"SELECT content FROM {TENANT}.fhir_resource WHERE resource_id = ANY(%s)", [[i for _, i in entries]]
+    ).fetchall()
+    for (content,) in rows:
+        for reference in references_in(json.loads(content)):
+            target = local_key(reference, simulator.base_url)  # None: contained, urn:, elsewhere
+            if target is None:
+                continue
+            if reference.startswith(simulator.base_url):
+                assert target not in simulator.data.resources, reference
+            else:
+                assert target in entries, reference
 
 
 def test_epic_searches_observations_by_category(simulators):

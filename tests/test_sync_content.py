@@ -143,7 +143,7 @@ def test_attachment_urls_elsewhere_are_kept_and_missing_binaries_point_at_the_pr
 def test_each_imported_version_has_its_provenance_and_an_unchanged_resync_writes_none(
     simulators, owner_db, fhir
 ):
-    from sync.importer import provenance_id
+    from sync.provenance import provenance_id
 
     data = Dataset.load((SMALL,))
     simulator = simulators(Behaviour(invalid=True), data=data)
