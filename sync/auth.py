@@ -13,6 +13,8 @@ a SMART standalone launch (sync.linking).
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import threading
 import time
 import uuid
@@ -30,6 +32,12 @@ from sync.shared import SharedConnection
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 MARGIN_SECONDS = 30  # refresh this long before the provider's expiry (a tenth of short lifetimes)
 ASSERTION_SECONDS = 240
+
+
+def pkce_challenge(verifier: str) -> str:
+    """The S256 code_challenge of a PKCE code_verifier (RFC 7636 4.2)."""
+    digest = hashlib.sha256(verifier.encode()).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
 
 class AuthFailed(Exception):

@@ -27,9 +27,7 @@ id is a random UUID); error pages show the provider's error code and description
 
 from __future__ import annotations
 
-import base64
 import functools
-import hashlib
 import logging
 import re
 import secrets
@@ -49,7 +47,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from smart_auth.urls_of import tenant_url
 from sync import secrets as sealed
-from sync.auth import AuthFailed, request_token
+from sync.auth import AuthFailed, pkce_challenge, request_token
 from sync.client import TIMEOUT
 from sync.models import LinkedPatient, Provider, Snapshot
 from sync.runner import enqueue
@@ -127,7 +125,7 @@ def start(request: HttpRequest) -> HttpResponse:
         "scope": provider.scope or DEFAULT_SCOPE,
         "state": state,
         "aud": provider.base_url,
-        "code_challenge": challenge_of(verifier),
+        "code_challenge": pkce_challenge(verifier),
         "code_challenge_method": "S256",
     }
     separator = "&" if urlsplit(provider.authorize_url).query else "?"
@@ -136,11 +134,6 @@ def start(request: HttpRequest) -> HttpResponse:
 
 def callback_url(request: HttpRequest) -> str:
     return tenant_url(request, "sync/link/callback")
-
-
-def challenge_of(verifier: str) -> str:
-    digest = hashlib.sha256(verifier.encode()).digest()
-    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
 
 @require_GET

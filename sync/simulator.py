@@ -52,6 +52,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import jwt
 
 from fhirserver.registry import r4
+from sync.auth import pkce_challenge
 from sync.connections import is_loopback
 
 SYNTHEA = Path(__file__).resolve().parents[2] / "shared" / "data" / "synthea"
@@ -305,7 +306,7 @@ class Simulator:
         with self._lock:
             issued = self._codes.pop(form.get("code", ""), None)
         verifier = form.get("code_verifier", "")
-        challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+        challenge = pkce_challenge(verifier)
         fresh = issued is not None and issued["expires"] >= time.time()
         if not (
             fresh

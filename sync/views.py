@@ -2,9 +2,9 @@
 Parameters resource), `[base]/$snapshot?link=<link id>[&snapshot=<id>]` serves a complete one
 (the latest by default) as one `collection` Bundle of the versions its manifest names.
 
-The Bundle is streamed: manifest rows are read in keyset batches joined with their stored
-version text, which goes out as stored (PHI revealed), never parsed; the gzip middleware
-compresses the stream for clients that accept it. Only administrators reach these: a
+The Bundle is streamed (fhirserver.api.bundles.streamed_bundle_response, which also compresses
+it for clients that accept gzip): manifest rows are read in keyset batches joined with their
+stored version text, which goes out as stored (PHI revealed), never parsed. Only administrators reach these: a
 `system/*` read scope (Backend Services), or a `user/*` one of an `admin`.
 """
 
@@ -13,11 +13,11 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 
-import orjson
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 
 from fhirserver import errors
+from fhirserver.api.bundles import Entry, streamed_bundle_response
 from fhirserver.api.endpoint import base_url
 from fhirserver.api.negotiation import fhir_response
 from fhirserver.storage import phi
@@ -99,14 +99,6 @@ def bundle(request: HttpRequest) -> StreamingHttpResponse:
     snapshot = (complete.filter(id=chosen) if chosen else complete.order_by("-finished")).first()
     if snapshot is None:
         raise errors.not_found("No complete snapshot of this link" + (" with that id" if chosen else ""))
-    response = StreamingHttpResponse(
-        _stream(snapshot, base_url(request)), content_type="application/fhir+json"
-    )
-    response["Last-Modified"] = snapshot.finished.strftime("%a, %d %b %Y %H:%M:%S GMT")
-    return response
-
-
-def _stream(snapshot: Snapshot, base: str) -> Iterator[bytes]:
     head = {
         "resourceType": "Bundle",
         "id": str(snapshot.id),
@@ -114,8 +106,14 @@ def _stream(snapshot: Snapshot, base: str) -> Iterator[bytes]:
         "type": "collection",
         "timestamp": format_instant(snapshot.finished),
     }
-    yield orjson.dumps(head)[:-1] + b',"entry":['
-    after, first = 0, True
+    response = streamed_bundle_response(request, head, _entries(snapshot, base_url(request)))
+    response["Last-Modified"] = snapshot.finished.strftime("%a, %d %b %Y %H:%M:%S GMT")
+    return response
+
+
+def _entries(snapshot: Snapshot, base: str) -> Iterator[list[Entry]]:
+    """The manifest's versions in keyset batches, as stored (PHI revealed)."""
+    after = 0
     while True:
         with connection.cursor() as cursor:
             cursor.execute(
@@ -127,12 +125,9 @@ def _stream(snapshot: Snapshot, base: str) -> Iterator[bytes]:
             )
             rows = cursor.fetchall()
         if not rows:
-            break
-        chunk = []
-        for _, kind, ident, content in rows:
-            entry = f'{{"fullUrl":"{base}/{kind}/{ident}","resource":{phi.reveal(kind, ident, content)}}}'
-            chunk.append(entry if first else "," + entry)
-            first = False
-        yield "".join(chunk).encode()
+            return
+        yield [
+            Entry(f"{base}/{kind}/{ident}", phi.reveal(kind, ident, content))
+            for _, kind, ident, content in rows
+        ]
         after = rows[-1][0]
-    yield b"]}"

