@@ -97,8 +97,8 @@ def streamed_bundle_response(
 
     Compressed here, at zlib level 1, for clients that accept gzip (the gzip middleware then
     leaves it): these are the largest answers (a 25,000-resource record is ~45 MB of JSON), and
-    level 6, the middleware's, took longer than producing the JSON did (0.26 s against 0.6 s)
-    for 10% fewer bytes."""
+    level 6, the middleware's, added 0.24 s to the 0.57 s of producing that record, for a
+    quarter fewer bytes (3.6 MB against 4.8 MB); level 1 adds 0.11 s."""
     chunks = _stream_bytes(header, batches)
     gzipped = bool(re_accepts_gzip.search(request.headers.get("Accept-Encoding", "")))
     response = StreamingHttpResponse(_gzip_level_1(chunks) if gzipped else chunks)
