@@ -290,6 +290,33 @@ def test_resources_are_stored_while_the_crawl_fetches_with_their_references_reso
                 assert target in entries, reference
 
 
+def test_a_provider_lost_mid_run_fails_the_snapshot_and_nothing_stored_meanwhile_shows(
+    simulators, owner_db, monkeypatch
+):
+    """Batches already stored when the provider goes away are rolled back with the run."""
+    from sync import client, importer
+
+    monkeypatch.setattr(importer, "BATCH", 5)
+    monkeypatch.setattr(client, "BACKOFF_BASE", 0.05)
+    simulator = simulators(Behaviour(delay_seconds=0.02))
+    stored_early: list[str] = []
+    store = importer.Import._store
+
+    def store_then_lose_the_provider(self, batch):
+        store(self, batch)
+        if not stored_early:
+            simulator.stop()
+        stored_early.extend(item.local for item in batch)
+
+    monkeypatch.setattr(importer.Import, "_store", store_then_lose_the_provider)
+    snapshot = sync(link(add_provider(simulator), LARGER))
+    assert snapshot.status == "failed" and "connection failed" in snapshot.description, snapshot.description
+    assert stored_early
+    with in_alpha():
+        assert not SnapshotEntry.objects.filter(snapshot=snapshot).exists()
+    assert versions_of(owner_db, stored_early) == 0
+
+
 def test_epic_searches_observations_by_category(simulators):
     simulator = simulators(Behaviour.named("epic"))
     snapshot = sync(link(add_provider(simulator, "epic"), LARGER))
