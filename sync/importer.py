@@ -18,7 +18,9 @@ become ready:
 
 Storing goes through fhirserver.storage.repository (validated, versioned, indexed,
 PHI-encrypted), and only resources whose hash differs from the version the last complete
-snapshot recorded get a new version; each new version gets a Provenance (sync.provenance).
+snapshot recorded get a new version; the versions a batch writes get one Provenance (two when
+it both creates and updates; sync.provenance), and each manifest row names its Provenance, so
+a version a re-sync reuses keeps the Provenance that recorded it.
 `finish` writes the manifest rows (the resources' versions and their Provenances) and the
 snapshot's `complete` status. Until the runner's transaction commits nothing is visible; a killed
 run rolls back, leaves its snapshot `running` with no entries, and the next worker restarts it.
@@ -40,7 +42,7 @@ from fhirserver.storage.repository import Repository, format_instant, now
 from smart_auth.context import AuthContext
 from sync.models import Provider, Snapshot, SnapshotEntry
 from sync.normalisation import normalise
-from sync.provenance import local_id, provenance, provenance_id
+from sync.provenance import local_id, provenance
 from sync.strategies import Key, attachment_binaries, local_key, references_in
 
 BATCH = 500  # resources stored per Repository flush while the crawl runs
@@ -72,8 +74,9 @@ class Import:
         self._blocked: dict[Key, set[Key]] = {}  # waiting resource -> targets not arrived
         self._waiters: dict[Key, list[Key]] = {}  # target -> resources waiting for it
         self._ready: list[Key] = []
-        self.manifest: list[tuple[str, str, int, str]] = []  # (type, local id, version, hash)
-        self._reused: list[Key] = []  # Provenance keys of versions an earlier run wrote
+        # (type, local id, version, hash, the id of the Provenance that recorded it, or "")
+        self.manifest: list[tuple[str, str, int, str, str]] = []
+        self._reused: set[Key] = set()  # Provenances of versions an earlier run wrote
         self.written = 0
         self.patient: str | None = None  # the linked patient's local id, once stored
 
@@ -113,15 +116,20 @@ class Import:
         self._ready += self._blocked
         self._blocked, self._waiters = {}, {}
         self.store_ready(at_least=1)
-        earlier = _previous_hashes(self._reused)
-        self.manifest += [(*key, *earlier[key]) for key in self._reused if key in earlier]
+        earlier = _previous_hashes(sorted(self._reused))
+        self.manifest += [(*key, *earlier[key]) for key in sorted(self._reused) if key in earlier]
         self.manifest.sort()
         SnapshotEntry.objects.bulk_create(
             [
                 SnapshotEntry(
-                    snapshot=self.snapshot, resource_type=t, resource_id=i, version_id=v, content_hash=h
+                    snapshot=self.snapshot,
+                    resource_type=t,
+                    resource_id=i,
+                    version_id=v,
+                    content_hash=h,
+                    provenance_id=p,
                 )
-                for t, i, v, h in self.manifest
+                for t, i, v, h, p in self.manifest
             ],
             batch_size=1000,
         )
@@ -160,25 +168,32 @@ class Import:
     def _store(self, batch: list[Prepared]) -> None:
         keys = [(item.key[0], item.local) for item in batch]
         current, previous = _current_versions(keys), _previous_hashes(keys)
+        written: dict[bool, list[tuple[Prepared, int]]] = {True: [], False: []}  # by created
         with Repository.buffered() as repository:
             for item in batch:
                 kind = item.key[0]
                 present = current.get((kind, item.local))
-                recorded = previous.get((kind, item.local))
-                if present is not None and not present[1] and recorded == (present[0], item.digest):
-                    self.manifest.append((kind, item.local, present[0], item.digest))
-                    self._reused.append(("Provenance", provenance_id(kind, item.local, present[0])))
+                version, digest, recorder = previous.get((kind, item.local), (None, None, ""))
+                if present is not None and not present[1] and (version, digest) == (present[0], item.digest):
+                    self.manifest.append((kind, item.local, version, digest, recorder))
+                    if recorder:
+                        self._reused.add(("Provenance", recorder))
                     continue
                 if present is None:
                     stored = repository.create(item.resource, item.local)
                 else:
                     stored, _ = repository.update(kind, item.local, item.resource)
-                self.manifest.append((kind, item.local, stored.version_id, item.digest))
-                created = present is None or present[1]
-                record = provenance(item, stored.version_id, created, self.provider, self.recorded)
-                repository.create(record, record["id"])
-                self.manifest.append(("Provenance", record["id"], 1, _digest(record)))
-                self.written += 2
+                written[present is None or present[1]].append((item, stored.version_id))
+            for created, versions in written.items():
+                if versions:
+                    record = provenance(versions, created, self.provider, self.recorded)
+                    repository.create(record, record["id"])
+                    self.manifest.append(("Provenance", record["id"], 1, _digest(record), ""))
+                    self.manifest += [
+                        (item.key[0], item.local, version, item.digest, record["id"])
+                        for item, version in versions
+                    ]
+                    self.written += len(versions) + 1
 
 
 def rewrite(value: dict | list, base_url: str, local: Callable[[Key], str | None]) -> None:
@@ -238,15 +253,16 @@ def _current_versions(keys: list[Key]) -> dict[Key, tuple[int, bool]]:
         return {(row[0], row[1]): (row[2], row[3]) for row in cursor.fetchall()}
 
 
-def _previous_hashes(keys: list[Key]) -> dict[Key, tuple[int, str]]:
-    """(version, hash) each resource had in the latest complete snapshot that holds it."""
+def _previous_hashes(keys: list[Key]) -> dict[Key, tuple[int, str, str]]:
+    """(version, hash, Provenance id) each resource had in the latest complete snapshot that
+    holds it."""
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT DISTINCT ON (e.resource_type, e.resource_id) e.resource_type, e.resource_id,"
-            " e.version_id, e.content_hash FROM sync_snapshot_entry e"
+            " e.version_id, e.content_hash, e.provenance_id FROM sync_snapshot_entry e"
             " JOIN sync_snapshot s ON s.id = e.snapshot_id AND s.status = 'complete'"
             " WHERE (e.resource_type, e.resource_id) IN (SELECT * FROM unnest(%s::text[], %s::text[]))"
             " ORDER BY e.resource_type, e.resource_id, s.finished DESC",
             _keys(keys),
         )
-        return {(row[0], row[1]): (row[2], row[3]) for row in cursor.fetchall()}
+        return {(row[0], row[1]): (row[2], row[3], row[4]) for row in cursor.fetchall()}

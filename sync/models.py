@@ -113,6 +113,9 @@ class SnapshotEntry(models.Model):
     resource_id = models.CharField(max_length=64)
     version_id = models.PositiveIntegerField()
     content_hash = models.CharField(max_length=64)
+    provenance_id = models.CharField(
+        max_length=64, blank=True, help_text="the Provenance that recorded this version's import"
+    )
 
     class Meta:
         db_table = "sync_snapshot_entry"

@@ -1,8 +1,7 @@
 """Local ids of imported resources, and the Provenance written for each imported version.
 
 Ids are deterministic: uuid5 of provider + type + provider id for a resource, so two providers
-never collide and a re-sync meets the same ids; uuid5 of the local resource and version for its
-Provenance, so the same version always has the same Provenance.
+never collide and a re-sync meets the same ids; uuid5 of its targets for a Provenance.
 """
 
 from __future__ import annotations
@@ -23,7 +22,8 @@ PARTICIPANT_TYPE = "http://terminology.hl7.org/CodeSystem/provenance-participant
 US_CORE_PARTICIPANT_TYPE = "http://hl7.org/fhir/us/core/CodeSystem/us-core-provenance-participant-type"
 DATA_OPERATION = "http://terminology.hl7.org/CodeSystem/v3-DataOperation"
 ENTITY_ROLE_SOURCE = "source"  # R4 provenance-entity-role: "the primary source of the data"
-# One extension per normalisation change (element removed, why); Extension.url may be a logical name.
+# One extension per normalisation change (the version, the element removed, why); Extension.url
+# may be a logical name.
 NORMALISATION_EXTENSION = "urn:fhirserver:sync:normalisation"
 
 
@@ -31,27 +31,24 @@ def local_id(provider_id: object, kind: str, ident: str) -> str:
     return str(uuid.uuid5(NAMESPACE, f"{provider_id}/{kind}/{ident}"))
 
 
-def provenance_id(kind: str, ident: str, version: int) -> str:
-    """The id of the Provenance of one local resource version: the same version, the same id."""
-    return str(uuid.uuid5(NAMESPACE, f"provenance/{kind}/{ident}/{version}"))
-
-
-def provenance(item: Prepared, version: int, created: bool, provider: Provider, recorded: str) -> dict:
-    """The Provenance of one imported version (R4 provenance.html): `target` the versioned
-    reference, `recorded` the import, `activity` CREATE or UPDATE, the provider as `author` and
-    `transmitter` agent (who: its name, its FHIR base as identifier), the provider's URL of the
-    resource as `source` entity, and what normalisation removed as extensions."""
-    kind = item.key[0]
+def provenance(written: list[tuple[Prepared, int]], created: bool, provider: Provider, recorded: str) -> dict:
+    """The Provenance of the versions one batch of an import wrote (R4 provenance.html; its
+    `target` is 1..*, so one record covers a batch instead of one per version, which halved
+    what an import writes): `target` the versioned references, `recorded` the import,
+    `activity` CREATE or UPDATE, the provider as `author` and `transmitter` agent (who: its
+    name, its FHIR base as identifier), the provider's URL of each resource as a `source`
+    entity, and what normalisation removed as extensions naming the version they concern. The
+    id is uuid5 of the targets: the same versions, the same id."""
     provider_ref = {
         "type": "Organization",
         "identifier": {"system": "urn:ietf:rfc:3986", "value": provider.base_url},
         "display": provider.name,
     }
-    source = item.resource["meta"]["source"]
+    targets = [f"{item.key[0]}/{item.local}/_history/{version}" for item, version in written]
     resource = {
         "resourceType": "Provenance",
-        "id": provenance_id(kind, item.local, version),
-        "target": [{"reference": f"{kind}/{item.local}/_history/{version}"}],
+        "id": str(uuid.uuid5(NAMESPACE, "provenance/" + "\n".join(sorted(targets)))),
+        "target": [{"reference": target} for target in targets],
         "recorded": recorded,
         "activity": {"coding": [{"system": DATA_OPERATION, "code": "CREATE" if created else "UPDATE"}]},
         "agent": [
@@ -66,17 +63,21 @@ def provenance(item: Prepared, version: int, created: bool, provider: Provider, 
                 "role": ENTITY_ROLE_SOURCE,
                 "what": {"identifier": {"system": "urn:ietf:rfc:3986", "value": source}, "display": source},
             }
+            for source in (item.resource["meta"]["source"] for item, _ in written)
         ],
     }
-    if item.changes:
-        resource["extension"] = [
-            {
-                "url": NORMALISATION_EXTENSION,
-                "extension": [
-                    {"url": "element", "valueString": str(change["element"])},
-                    {"url": "reason", "valueString": str(change["reason"])},
-                ],
-            }
-            for change in item.changes
-        ]
+    changes = [
+        {
+            "url": NORMALISATION_EXTENSION,
+            "extension": [
+                {"url": "target", "valueReference": {"reference": target}},
+                {"url": "element", "valueString": str(change["element"])},
+                {"url": "reason", "valueString": str(change["reason"])},
+            ],
+        }
+        for (item, _), target in zip(written, targets, strict=True)
+        for change in item.changes
+    ]
+    if changes:
+        resource["extension"] = changes
     return resource

@@ -143,36 +143,40 @@ def test_attachment_urls_elsewhere_are_kept_and_missing_binaries_point_at_the_pr
 def test_each_imported_version_has_its_provenance_and_an_unchanged_resync_writes_none(
     simulators, owner_db, fhir
 ):
-    from sync.provenance import provenance_id
-
     data = Dataset.load((SMALL,))
     simulator = simulators(Behaviour(invalid=True), data=data)
     provider = add_provider(simulator)
     link_id = link(provider, SMALL)
     first = sync(link_id)
     assert_complete(first, simulator, SMALL)
-    imported, provenances = imported_and_provenances(first)
-    assert first.written == len(imported) + len(provenances)  # a new provider: everything new
+    imported, recorders = imported_and_provenances(first)
+    assert first.written == len(imported) + len(recorders)  # a new provider: everything new
     changed = {change["resource"] for change in first.changes}
     kind, ident, version = next(e for e in imported if f"{e[0]}/{e[1]}" in changed)
-    record = current(owner_db, "Provenance", provenance_id(kind, ident, version))
-    assert record["target"] == [{"reference": f"{kind}/{ident}/_history/{version}"}]
+    (recorder,) = [p for p, versions in recorders.items() if (kind, ident, version) in versions]
+    record = current(owner_db, "Provenance", recorder)
+    target = f"{kind}/{ident}/_history/{version}"
+    assert sorted(t["reference"] for t in record["target"]) == sorted(
+        f"{k}/{i}/_history/{v}" for k, i, v in recorders[recorder]
+    )
     assert record["activity"]["coding"][0]["code"] == "CREATE" and record["recorded"].startswith("20")
     assert [agent["type"]["coding"][0]["code"] for agent in record["agent"]] == ["author", "transmitter"]
     assert all(agent["who"]["identifier"]["value"] == simulator.base_url for agent in record["agent"])
     source = current(owner_db, kind, ident)["meta"]["source"]
-    assert record["entity"] == [
-        {
-            "role": "source",
-            "what": {"identifier": {"system": "urn:ietf:rfc:3986", "value": source}, "display": source},
-        }
-    ]
+    assert {
+        "role": "source",
+        "what": {"identifier": {"system": "urn:ietf:rfc:3986", "value": source}, "display": source},
+    } in record["entity"]
+    assert len(record["entity"]) == len(record["target"])
     removed = [
-        {part["url"]: part["valueString"] for part in extension["extension"]}
-        for extension in record["extension"]
+        {
+            part["url"]: part.get("valueString") or part["valueReference"]["reference"]
+            for part in e["extension"]
+        }
+        for e in record["extension"]
     ]
-    assert removed == [
-        {"element": c["element"], "reason": c["reason"]}
+    assert [r for r in removed if r["target"] == target] == [
+        {"target": target, "element": c["element"], "reason": c["reason"]}
         for c in first.changes
         if c["resource"] == f"{kind}/{ident}"
     ]
@@ -183,18 +187,20 @@ def test_each_imported_version_has_its_provenance_and_an_unchanged_resync_writes
     again = sync(link_id)  # unchanged: zero new versions, the same manifest, Provenances included
     assert again.status == "complete" and again.written == 0
     assert sorted(imported_and_provenances(again)[0]) == sorted(imported)
-    assert imported_and_provenances(again)[1] == provenances
+    assert imported_and_provenances(again)[1] == recorders
 
     observation = next(key for key in data.by_patient[SMALL] if key[0] == "Observation")
     data.resources[observation] = {**data.resources[observation], "status": "amended"}
-    third = sync(link_id)  # one resource changed: its new version and that version's Provenance
+    third = sync(link_id)  # one resource changed: its new version and a Provenance of it alone
     assert third.status == "complete" and third.written == 2, third.written
-    entries, ours = imported_and_provenances(third)
+    entries, now_recorders = imported_and_provenances(third)
     (updated,) = [e for e in entries if e not in imported]
     assert updated[0] == "Observation" and updated[2] == 2
-    assert provenance_id(*updated) in ours and provenance_id(*updated[:2], 1) not in ours
-    update = current(owner_db, "Provenance", provenance_id(*updated))
+    (new,) = set(now_recorders) - set(recorders)
+    assert now_recorders[new] == {updated}
+    update = current(owner_db, "Provenance", new)
     assert update["activity"]["coding"][0]["code"] == "UPDATE"
+    assert update["target"] == [{"reference": f"{updated[0]}/{updated[1]}/_history/2"}]
 
 
 # ----- $everything failure memory ---------------------------------------------------------------
