@@ -21,6 +21,7 @@ from email.utils import parsedate_to_datetime
 from urllib.parse import urlsplit
 
 import httpx
+import orjson
 
 from sync.auth import TokenSource
 from sync.limiter import Limiter
@@ -121,8 +122,8 @@ class Client:
         if response.status_code >= 300:
             raise FetchFailed(f"{kind} refused: HTTP {response.status_code}", response.status_code)
         try:
-            body = response.json()
-        except ValueError:
+            body = orjson.loads(response.content)  # 3-5x json's speed, and fetch threads share the GIL
+        except orjson.JSONDecodeError:
             raise FetchFailed(f"{kind}: the answer is not JSON") from None
         if not isinstance(body, dict):
             raise FetchFailed(f"{kind}: the answer is not a JSON object")
@@ -140,8 +141,8 @@ class Client:
         content_type = response.headers.get("Content-Type", "") or "application/octet-stream"
         if content_type.split(";")[0].strip().lower() in FHIR_JSON:
             try:
-                body = response.json()
-            except ValueError:
+                body = orjson.loads(response.content)
+            except orjson.JSONDecodeError:
                 body = None
             if isinstance(body, dict) and body.get("resourceType") == "Binary":
                 return body
