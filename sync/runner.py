@@ -91,10 +91,17 @@ def _crawl_while_storing(snapshot: Snapshot, provider: Provider, link: LinkedPat
 
     The fetching side has its own database connection (set to the tenant), outside this
     thread's transaction: the limiter's budget row, progress and rotated tokens must commit at
-    once, for other workers and `sync --wait` to see, whatever becomes of the import."""
+    once, for other workers and `sync --wait` to see, whatever becomes of the import. When
+    storing fails, the fetch stops at its next arrival rather than running to its end."""
     arrivals: queue.Queue = queue.Queue()
     outcome: dict = {}
+    stop = threading.Event()
     tenant = connection.tenant
+
+    def sink(key: Key, resource: dict) -> None:
+        if stop.is_set():
+            raise FetchFailed("fetching stopped: storing failed")
+        arrivals.put((key, resource))
 
     def fetch() -> None:
         connection.set_tenant(tenant)  # this thread's own connection
@@ -103,19 +110,12 @@ def _crawl_while_storing(snapshot: Snapshot, provider: Provider, link: LinkedPat
                 httpx.Client(timeout=TIMEOUT, follow_redirects=False) as http,
                 SharedConnection().shared() as db,
             ):
-                client = Client(
-                    provider.base_url,
-                    http,
-                    TokenSource(provider, link, http, db),
-                    Limiter(
-                        budget_key(provider.base_url, provider.client_id), provider.requests_per_minute, db
-                    ),
-                )
-                _crawl(
-                    snapshot, provider, link, client, db, lambda key, resource: arrivals.put((key, resource))
-                )
+                budget = budget_key(provider.base_url, provider.client_id)
+                limiter = Limiter(budget, provider.requests_per_minute, db)
+                client = Client(provider.base_url, http, TokenSource(provider, link, http, db), limiter)
+                _crawl(snapshot, provider, link, client, db, sink)
                 outcome["stats"] = client.stats
-        except BaseException as failure:
+        except BaseException as failure:  # raised again on the storing thread
             outcome["failure"] = failure
         finally:
             connection.close()
@@ -127,6 +127,9 @@ def _crawl_while_storing(snapshot: Snapshot, provider: Provider, link: LinkedPat
         while (item := arrivals.get()) is not None:
             run.add(*item)
             run.store_ready()
+    except BaseException:
+        stop.set()
+        raise
     finally:
         fetcher.join()
     if "failure" in outcome:

@@ -323,6 +323,23 @@ def test_a_provider_lost_mid_run_fails_the_snapshot_and_nothing_stored_meanwhile
     assert versions_of(owner_db, stored_early) == 0
 
 
+def test_a_resource_refused_on_storing_fails_the_run_and_stops_the_fetch(simulators, monkeypatch):
+    from fhirserver import errors
+    from sync import importer
+
+    monkeypatch.setattr(importer, "BATCH", 5)
+
+    def refuse(self, batch):
+        raise errors.bad_request("refused for the test", expression="Observation.status")
+
+    monkeypatch.setattr(importer.Import, "_store", refuse)
+    simulator = simulators(Behaviour(delay_seconds=0.05, page_size=5))
+    snapshot = sync(link(add_provider(simulator), LARGER))
+    assert snapshot.status == "failed" and "refused on storing" in snapshot.description, snapshot.description
+    # 146 resources in pages of 5 would take ~40 requests; the fetch stopped soon after the refusal
+    assert len([path for _, path, _ in simulator.log if path.startswith("/fhir/")]) < 20, simulator.log
+
+
 def test_epic_searches_observations_by_category(simulators):
     simulator = simulators(Behaviour.named("epic"))
     snapshot = sync(link(add_provider(simulator, "epic"), LARGER))
