@@ -17,7 +17,8 @@ from django.db import connection
 from bench.harness import BenchContext
 from sync.models import Snapshot
 from sync.runner import QUEUE
-from sync.simulator import SYNTHEA, Behaviour, Dataset, Simulator
+from sync.simulated_data import SYNTHEA, Dataset
+from sync.simulator import Behaviour, Simulator
 from tenants import jobs
 from tenants.lifecycle import get_tenant
 

@@ -38,15 +38,13 @@ from __future__ import annotations
 
 import base64
 import copy
-import gzip
 import hashlib
 import json
 import secrets
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import jwt
@@ -54,16 +52,7 @@ import jwt
 from fhirserver.registry import r4
 from sync.auth import pkce_challenge
 from sync.connections import is_loopback
-
-SYNTHEA = Path(__file__).resolve().parents[2] / "shared" / "data" / "synthea"
-SHARED_BUNDLES = (
-    "blaze-synthea-2021/0-hospitalInformation1625911868739.json.gz",
-    "blaze-synthea-2021/0-practitionerInformation1625911868739.json.gz",
-    # the three targets the heaviest patient's references need (data README, quirk 3)
-    "blaze-big-tx/0-missing-targets-1.json.gz",
-    "blaze-big-tx/0-missing-targets-2.json.gz",
-)
-LIGHT_PATIENTS = ("8a4c9c04-1524-9f1c-d65b-9b17e4520fef", "8708d3e1-f718-96bb-03f0-f2a6564ae1cd")
+from sync.simulated_data import LIGHT_PATIENTS, Dataset, spoil
 
 
 @dataclass
@@ -119,88 +108,6 @@ class Credentials:
     public_key_pem: str = ""  # verifies JWT client assertions when set
     redirect_uris: tuple[str, ...] = ()  # of standalone launches; none: any loopback URL
     patient: str = ""  # whom /authorize approves; default: id prefix + the first light patient
-
-
-@dataclass
-class Dataset:
-    resources: dict[tuple[str, str], dict] = field(default_factory=dict)
-    patient_of: dict[tuple[str, str], str] = field(default_factory=dict)
-    by_patient: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
-
-    @classmethod
-    def load(cls, patients: tuple[str, ...] = LIGHT_PATIENTS, id_prefix: str = "") -> Dataset:
-        """The Synthea bundles of `patients` (ids) and the shared bundles, with `urn:uuid:` and
-        conditional references resolved to `Type/id` (unresolvable ones keep only their display)."""
-        data = cls()
-        entries: list[tuple[dict, str | None]] = []
-        for name in SHARED_BUNDLES:  # entries without an id take the one in their urn:uuid fullUrl
-            entries += [
-                ({"id": e["fullUrl"].rsplit(":", 1)[-1], **e["resource"]}, None)
-                for e in _bundle(SYNTHEA / name)["entry"]
-            ]
-        for patient in patients:
-            (path,) = SYNTHEA.glob(f"*/*{patient}.json.gz")
-            entries += [(e["resource"], patient) for e in _bundle(path)["entry"]]
-        types = {resource["id"]: resource["resourceType"] for resource, _ in entries}
-        by_identifier = {
-            f"{r['resourceType']}?identifier={i.get('system')}|{i.get('value')}": "/".join(
-                (r["resourceType"], r["id"])
-            )
-            for r, owner in entries
-            if owner is None
-            for i in r.get("identifier", [])
-        }
-
-        def resolve(reference: str) -> str | None:
-            if reference.startswith("urn:uuid:"):
-                target = reference[9:]
-                return f"{types[target]}/{target}" if target in types else None
-            if "?" in reference:
-                return by_identifier.get(reference)
-            return reference
-
-        for resource, owner in entries:
-            resource = _rewrite(resource, resolve, id_prefix)
-            key = (resource["resourceType"], resource["id"])
-            data.resources[key] = resource
-            if owner is not None:
-                data.patient_of[key] = id_prefix + owner
-                data.by_patient.setdefault(id_prefix + owner, []).append(key)
-        return data
-
-    def compartment(self, patient: str) -> list[dict]:
-        return [self.resources[key] for key in self.by_patient.get(patient, ())]
-
-
-def _bundle(path: Path) -> dict:
-    with gzip.open(path, "rb") as handle:
-        return json.load(handle)
-
-
-def _rewrite(value: object, resolve, prefix: str) -> object:
-    if isinstance(value, dict):
-        result = {k: _rewrite(v, resolve, prefix) for k, v in value.items()}
-        if isinstance(value.get("reference"), str) and not value["reference"].startswith("#"):
-            target = resolve(value["reference"])
-            if target is None:
-                del result["reference"]
-            else:
-                kind, _, ident = target.partition("/")
-                result["reference"] = f"{kind}/{prefix}{ident}"
-        if "resourceType" in value and "id" in value:
-            result["id"] = prefix + value["id"]
-        return result
-    if isinstance(value, list):
-        return [_rewrite(item, resolve, prefix) for item in value]
-    return value
-
-
-def spoil(resource: dict) -> dict:
-    """A slightly invalid copy, as real providers send: an empty string and a malformed date."""
-    spoiled = dict(resource, language="")
-    if resource["resourceType"] == "Observation":
-        spoiled["issued"] = "2021-13-45T99:00:00Z"
-    return spoiled
 
 
 class Simulator:

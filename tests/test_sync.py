@@ -35,7 +35,8 @@ from config.environment import BASE_DIR
 from sync import connections
 from sync.models import LinkedPatient, Provider, Snapshot, SnapshotEntry
 from sync.runner import QUEUE
-from sync.simulator import LIGHT_PATIENTS, Behaviour, Credentials, Dataset, Simulator
+from sync.simulated_data import LIGHT_PATIENTS, Dataset
+from sync.simulator import Behaviour, Credentials, Simulator
 from tenants import jobs
 from tenants.lifecycle import get_tenant
 from tests.support import manage_command

@@ -16,7 +16,8 @@ import pytest
 from django.contrib.auth.models import User
 
 from sync.models import Provider, SnapshotEntry
-from sync.simulator import Behaviour, Dataset
+from sync.simulated_data import Dataset
+from sync.simulator import Behaviour
 from tests import test_sync
 from tests.smart_support import CSRF, PASSWORD, tenant_admin
 from tests.test_sync import (

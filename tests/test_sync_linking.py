@@ -19,7 +19,8 @@ from django.core.management import call_command
 from sync import secrets as sealed
 from sync.models import LinkedPatient, Snapshot
 from sync.runner import QUEUE
-from sync.simulator import LIGHT_PATIENTS, Behaviour, Credentials, Dataset, Simulator
+from sync.simulated_data import LIGHT_PATIENTS, Dataset
+from sync.simulator import Behaviour, Credentials, Simulator
 from tenants import jobs
 from tenants.management.commands._tenant_command import in_tenant
 from tests.smart_support import CSRF, PASSWORD, pkce_pair, tenant_admin

@@ -6,7 +6,8 @@ import time
 
 from django.core.management.base import BaseCommand
 
-from sync.simulator import LIGHT_PATIENTS, Behaviour, Credentials, Dataset, Simulator
+from sync.simulated_data import LIGHT_PATIENTS, Dataset
+from sync.simulator import Behaviour, Credentials, Simulator
 
 
 class Command(BaseCommand):
