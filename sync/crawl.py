@@ -53,7 +53,7 @@ class Crawl:
         self.found: dict[Key, dict] = {}
         self.missing: set[Key] = set()
         self._depth: dict[Key, int] = {}  # the shallowest depth each resource was reached at
-        self._held: dict[Key, int] = {}  # targets waiting for the searches to end (with depth)
+        self._held: set[Key] = set()  # targets waiting for the searches to end (depth: _depth)
         self._holding: set[str] | None = None  # types whose targets wait; None: everything waits
         self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
@@ -192,7 +192,7 @@ class Crawl:
             present = self.found.get(key)
             held = self._holding is None or key[0] in self._holding
             if held and present is None:
-                self._held[key] = depth
+                self._held.add(key)
                 return
         if present is not None:
             self._follow(present, depth)
@@ -203,10 +203,10 @@ class Crawl:
         """Hold back only targets of `holding` types from now on; read the others held so far."""
         with self._lock:
             self._holding = holding
-            released = [(k, d) for k, d in self._held.items() if k[0] not in holding and k not in self.found]
-            for key, _ in released:
-                del self._held[key]
-        for key, _ in sorted(released):
+            released = {key for key in self._held if key[0] not in holding}
+            self._held -= released
+            released -= self.found.keys()
+        for key in sorted(released):
             self._submit((self._binary_task if key[0] == "Binary" else self._read_task)(key))
 
     def _read_task(self, key: Key) -> Callable[[], None]:

@@ -7,7 +7,8 @@ standalone launches (`/authorize`, below), discovery (`/fhir/.well-known/smart-c
 and a FHIR API (metadata, read, search by patient with `next` paging and `_summary=count`,
 `Patient/[id]/$everything`). Behaviour switches reproduce what real providers
 do: Epic refuses Observation searches without `category`, Cerner's tokens are short and its
-answers slow, limits answer 429 with Retry-After, servers fail with transient 500s,
+answers slow, limits answer 429 with Retry-After, servers fail with transient 500s (or answer
+a gateway's HTML page),
 `$everything` is missing or returns a part of the record, resources are slightly invalid, and
 two providers use the same ids. Shared resources (Organization, Location, Practitioner) are
 only reachable through the references to them. It keeps a log of every request it answered.
@@ -64,6 +65,7 @@ class Behaviour:
     limit_per_window: int = 0  # requests per window beyond which 429 answers; 0: none
     window_seconds: float = 60.0
     fail_every: int = 0  # every n-th FHIR request answers 500; 0: never
+    html_every: int = 0  # every n-th FHIR request answers 200 with an HTML page (a gateway's); 0: never
     invalid: bool = False  # some resources carry empty strings and bad dates
     id_prefix: str = ""
     page_size: int = 20
@@ -493,6 +495,8 @@ def _handler(simulator: Simulator) -> type[BaseHTTPRequestHandler]:
                 status, body, headers = simulator.admit(self.headers.get("Authorization", ""))
                 if status:
                     return self._send(status, body, headers)
+            if simulator.behaviour.html_every and simulator._count % simulator.behaviour.html_every == 0:
+                return self._send_bytes(200, b"<html><body>Service notice</body></html>", "text/html")
             if path.startswith("/Binary/"):
                 return self._send_bytes(
                     *simulator.binary(path[len("/Binary/") :], self.headers.get("Accept", ""))

@@ -341,6 +341,16 @@ def test_a_resource_refused_on_storing_fails_the_run_and_stops_the_fetch(simulat
     assert len([path for _, path, _ in simulator.log if path.startswith("/fhir/")]) < 20, simulator.log
 
 
+def test_an_answer_that_is_not_json_fails_the_run_clearly(simulators):
+    simulator = simulators(Behaviour(html_every=3))
+    snapshot = sync(link(add_provider(simulator), SMALL))
+    assert snapshot.status == "failed" and "the answer is not JSON" in snapshot.description, (
+        snapshot.description
+    )
+    with in_alpha():
+        assert not SnapshotEntry.objects.filter(snapshot=snapshot).exists()
+
+
 def test_epic_searches_observations_by_category(simulators):
     simulator = simulators(Behaviour.named("epic"))
     snapshot = sync(link(add_provider(simulator, "epic"), LARGER))
